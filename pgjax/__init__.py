@@ -1,0 +1,38 @@
+r"""pgjax: gradients of expectations of functions that cannot be differentiated.
+
+Score-function (REINFORCE) estimators with variance reduction, zeroth-order
+(Gaussian smoothing / ES) gradients, the cross-entropy method and natural
+gradients, as pure JAX functions.
+"""
+
+__version__ = "0.1.0"
+
+# --- foundation (score-function family, baselines, problems, sweeps, testing)
+from pgjax import baselines
+from pgjax import losses
+from pgjax import problems
+from pgjax import sweep
+from pgjax import testing
+from pgjax._src.score_function import exact_gradient
+from pgjax._src.score_function import pathwise
+from pgjax._src.score_function import score_function
+from pgjax._src.losses import score_function_surrogate
+
+# --- natural gradient (issue 3)
+
+# --- zeroth-order and cross-entropy method (issue 6)
+
+# --- reinforcement learning (issue 4)
+
+__all__ = (
+    "__version__",
+    "baselines",
+    "exact_gradient",
+    "losses",
+    "pathwise",
+    "problems",
+    "score_function",
+    "score_function_surrogate",
+    "sweep",
+    "testing",
+)

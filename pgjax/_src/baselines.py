@@ -1,0 +1,224 @@
+r"""Baselines for score-function estimators, as pure functions of one batch.
+
+A baseline :math:`b_i` is subtracted from the sample value :math:`f(x_i)` in
+
+.. math::
+
+   \hat g = \frac{1}{N} \sum_{i=1}^N (f(x_i) - b_i)\, \nabla_\theta \log p_\theta(x_i).
+
+Since :math:`\mathbb{E}[\nabla_\theta \log p_\theta(x)] = 0`, any :math:`b_i` that is independent of
+:math:`x_i` leaves :math:`\hat g` unbiased; a :math:`b_i` computed from a batch *containing* :math:`x_i`
+generally biases it. Every function here says which case it is in.
+
+Shapes: ``rewards`` is ``[N]`` (one batch; ``vmap`` for more). ``sq_norms`` is ``[N]`` with
+:math:`\|\nabla_\theta \log p(x_i)\|^2`; ``sq_scores`` is ``[N, D]`` with the squared per-coordinate scores
+:math:`(\partial_k \log p(x_i))^2`. Every function returns baselines of shape ``[N]`` (``[N, D]`` for the
+per-coordinate forms), so the weights are simply ``rewards - baselines``.
+
+References:
+  Williams, "Simple statistical gradient-following algorithms for connectionist reinforcement learning", 1992.
+  Kool, van Hoof, Welling, "Buy 4 REINFORCE samples, get a baseline for free!", 2019 (leave-one-out).
+  Greensmith, Bartlett, Baxter, "Variance reduction techniques for gradient estimates in RL", JMLR 2004
+  (variance-optimal baselines).
+  Su Jianlin, "Policy gradient and zeroth-order optimisation reach the same place", 2020 (seed 003).
+  Shao et al., "DeepSeekMath" (GRPO group normalisation), 2024.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+# Smallest denominator treated as non-zero when dividing by sums of squared scores.
+_TINY = 1e-30
+
+
+def _check_rewards(rewards: ArrayLike, *, min_samples: int = 1) -> jax.Array:
+  rewards = jnp.asarray(rewards)
+  if rewards.ndim != 1:
+    raise ValueError(f"`rewards` must have shape [N], got shape {rewards.shape}.")
+  if rewards.shape[0] < min_samples:
+    raise ValueError(f"this baseline needs at least {min_samples} samples (N = rewards.shape[0]), "
+                     f"got N = {rewards.shape[0]}.")
+  if not jnp.issubdtype(rewards.dtype, jnp.floating):
+    rewards = rewards.astype(jnp.result_type(float))
+  return rewards
+
+
+def _check_paired(rewards: jax.Array, other: ArrayLike, name: str, ndim: int) -> jax.Array:
+  other = jnp.asarray(other, dtype=rewards.dtype)
+  if other.ndim != ndim or other.shape[0] != rewards.shape[0]:
+    want = "[N]" if ndim == 1 else "[N, D]"
+    raise ValueError(f"`{name}` must have shape {want} with N = {rewards.shape[0]} "
+                     f"(rewards.shape[0]), got {other.shape}.")
+  return other
+
+
+def none(rewards: ArrayLike) -> jax.Array:
+  """No baseline: zeros of shape ``[N]``. Unbiased."""
+  rewards = _check_rewards(rewards)
+  return jnp.zeros_like(rewards)
+
+
+def constant(rewards: ArrayLike, value: ArrayLike) -> jax.Array:
+  """A constant baseline ``value`` (may be traced) broadcast to ``[N]``. Unbiased."""
+  rewards = _check_rewards(rewards)
+  value = jnp.asarray(value, rewards.dtype)
+  chex.assert_rank(value, 0)
+  return jnp.full_like(rewards, value)
+
+
+def batch_mean(rewards: ArrayLike) -> jax.Array:
+  r"""The batch mean :math:`\bar f = \frac1N\sum_j f(x_j)`, including :math:`x_i` itself.
+
+  Bias: :math:`b_i` contains :math:`f(x_i)/N`, so :math:`\mathbb{E}[\hat g] = \frac{N-1}{N}\nabla J`
+  exactly (the estimator is shrunk by :math:`(N-1)/N`). With :math:`N = 1` the gradient is always zero.
+  Use :func:`leave_one_out` for the unbiased version (which equals this one times ``N/(N-1)``).
+  """
+  rewards = _check_rewards(rewards)
+  return jnp.full_like(rewards, jnp.mean(rewards))
+
+
+def leave_one_out(rewards: ArrayLike) -> jax.Array:
+  r"""Leave-one-out ("RLOO") baseline :math:`b_i = \frac{1}{N-1}\sum_{j\ne i} f(x_j)`. Unbiased; needs N >= 2.
+
+  Kool et al., "Buy 4 REINFORCE samples, get a baseline for free!", ICLR workshop 2019.
+  """
+  rewards = _check_rewards(rewards, min_samples=2)
+  n = rewards.shape[0]
+  return (jnp.sum(rewards) - rewards) / (n - 1)
+
+
+def _weighted_mean(rewards, weights, axis=0):
+  num = jnp.sum(rewards * weights, axis=axis)
+  den = jnp.sum(weights, axis=axis)
+  fallback = jnp.mean(rewards, axis=axis)
+  safe = den > _TINY
+  return jnp.where(safe, num / jnp.where(safe, den, 1.0), fallback * jnp.ones_like(num))
+
+
+def optimal(rewards: ArrayLike, sq_norms: ArrayLike) -> jax.Array:
+  r"""In-batch variance-optimal scalar baseline, broadcast to ``[N]``.
+
+  .. math::
+
+     b^* = \frac{\mathbb{E}[f(x)\,\|\nabla\log p(x)\|^2]}{\mathbb{E}[\|\nabla\log p(x)\|^2]}
+     \approx \frac{\sum_i f(x_i)\, \|s_i\|^2}{\sum_i \|s_i\|^2}
+
+  minimises the total variance :math:`\mathbb{E}\|\hat g\|^2 - \|\nabla J\|^2` among constant baselines
+  (seed 003). Bias: estimated from the batch that contains :math:`x_i`, so the estimator is biased by
+  :math:`O(1/N)`; use :func:`optimal_leave_one_out` for an unbiased version. When every score is zero the
+  gradient is zero whatever the baseline; the batch mean is returned then (finite, documented).
+  """
+  rewards = _check_rewards(rewards)
+  sq_norms = _check_paired(rewards, sq_norms, "sq_norms", 1)
+  return jnp.full_like(rewards, _weighted_mean(rewards, sq_norms))
+
+
+def optimal_leave_one_out(rewards: ArrayLike, sq_norms: ArrayLike) -> jax.Array:
+  r"""Leave-one-out variance-optimal scalar baseline: :math:`b_i = \sum_{j\ne i} f_j\|s_j\|^2 / \sum_{j\ne i}\|s_j\|^2`.
+
+  Unbiased (:math:`b_i` is a function of the other samples only); needs N >= 2. Where the other samples'
+  scores are all zero it falls back to their plain mean.
+  """
+  rewards = _check_rewards(rewards, min_samples=2)
+  sq_norms = _check_paired(rewards, sq_norms, "sq_norms", 1)
+  n = rewards.shape[0]
+  num = jnp.sum(rewards * sq_norms) - rewards * sq_norms
+  den = jnp.sum(sq_norms) - sq_norms
+  fallback = (jnp.sum(rewards) - rewards) / (n - 1)
+  # Relative threshold: the subtraction above leaves rounding noise of order eps * sum.
+  safe = den > jnp.maximum(_TINY, 1e-6 * jnp.sum(sq_norms))
+  return jnp.where(safe, num / jnp.where(safe, den, 1.0), fallback)
+
+
+def optimal_per_coordinate(rewards: ArrayLike, sq_scores: ArrayLike) -> jax.Array:
+  r"""In-batch per-coordinate optimal baseline :math:`b^*_k = \sum_i f_i s_{ik}^2 / \sum_i s_{ik}^2`, shape ``[N, D]``.
+
+  Minimises the variance of each coordinate separately. Biased by :math:`O(1/N)` (in-batch); see
+  :func:`optimal_per_coordinate_leave_one_out`. Coordinates whose scores are all zero get the batch mean.
+  """
+  rewards = _check_rewards(rewards)
+  sq_scores = _check_paired(rewards, sq_scores, "sq_scores", 2)
+  b = _weighted_mean(rewards[:, None], sq_scores, axis=0)
+  return jnp.broadcast_to(b[None, :], sq_scores.shape)
+
+
+def optimal_per_coordinate_leave_one_out(rewards: ArrayLike, sq_scores: ArrayLike) -> jax.Array:
+  r"""Leave-one-out per-coordinate optimal baseline, shape ``[N, D]``. Unbiased; needs N >= 2."""
+  rewards = _check_rewards(rewards, min_samples=2)
+  sq_scores = _check_paired(rewards, sq_scores, "sq_scores", 2)
+  n = rewards.shape[0]
+  weighted = rewards[:, None] * sq_scores
+  num = jnp.sum(weighted, axis=0, keepdims=True) - weighted
+  den = jnp.sum(sq_scores, axis=0, keepdims=True) - sq_scores
+  fallback = ((jnp.sum(rewards) - rewards) / (n - 1))[:, None]
+  safe = den > jnp.maximum(_TINY, 1e-6 * jnp.sum(sq_scores, axis=0, keepdims=True))
+  return jnp.where(safe, num / jnp.where(safe, den, 1.0), fallback)
+
+
+class EmaState(NamedTuple):
+  """State of :func:`ema_update`: the running (biased) average and the number of updates."""
+  value: jax.Array
+  count: jax.Array
+
+
+def ema_init(value: ArrayLike = 0.0) -> EmaState:
+  """Initial state for the exponential-moving-average baseline."""
+  return EmaState(value=jnp.asarray(value, jnp.float32), count=jnp.zeros((), jnp.int32))
+
+
+def ema_update(state: EmaState, rewards: ArrayLike, *, decay: ArrayLike = 0.9,
+               debias: bool = True) -> tuple[jax.Array, EmaState]:
+  r"""Exponential-moving-average baseline: ``(state, rewards) -> (baselines [N], new_state)``.
+
+  The returned baseline is the average of *previous* batches (before ``rewards`` are folded in), so it is
+  independent of the current samples and the estimator stays unbiased. With ``debias=True`` the average is
+  divided by :math:`1 - \text{decay}^t` as in Adam; before the first update the baseline is 0.
+
+  .. math:: m_{t} = \text{decay}\, m_{t-1} + (1 - \text{decay})\, \bar f_t
+
+  Args:
+    state: from :func:`ema_init` or a previous call.
+    rewards: ``[N]`` values of the current batch.
+    decay: in [0, 1); may be traced.
+    debias: divide by :math:`1-\text{decay}^t`.
+  """
+  rewards = _check_rewards(rewards)
+  decay = jnp.asarray(decay, state.value.dtype)
+  if debias:
+    correction = 1.0 - decay ** state.count.astype(state.value.dtype)
+    current = jnp.where(state.count > 0, state.value / jnp.where(state.count > 0, correction, 1.0), 0.0)
+  else:
+    current = state.value
+  new_value = decay * state.value + (1.0 - decay) * jnp.mean(rewards).astype(state.value.dtype)
+  baselines = jnp.full_like(rewards, current.astype(rewards.dtype))
+  return baselines, EmaState(value=new_value, count=state.count + 1)
+
+
+def group_normalize(rewards: ArrayLike, *, eps: float = 1e-6, ddof: int = 0) -> jax.Array:
+  r"""Group-normalised advantages (GRPO): :math:`A_i = (f_i - \bar f) / \mathrm{std}(f)` over the last axis.
+
+  ``rewards`` is ``[..., G]``: each row along the last axis is one group (responses to one prompt, say).
+  This returns *advantages* (the weights), not a baseline. Bias: both the mean (includes :math:`x_i`) and the
+  division by the in-group standard deviation bias the estimator; the division also rescales the gradient
+  per group. A group whose standard deviation is <= ``eps`` (e.g. all rewards equal) gets advantage 0, never
+  :math:`\pm 1/\epsilon`.
+
+  References: Shao et al., "DeepSeekMath: pushing the limits of mathematical reasoning", 2024.
+  """
+  rewards = jnp.asarray(rewards)
+  if rewards.ndim < 1 or rewards.shape[-1] < 1:
+    raise ValueError(f"`rewards` must have shape [..., G] with G >= 1, got {rewards.shape}.")
+  if rewards.shape[-1] - ddof < 1:
+    raise ValueError(f"`ddof`={ddof} needs groups of size > {ddof}, got G = {rewards.shape[-1]}.")
+  if not jnp.issubdtype(rewards.dtype, jnp.floating):
+    rewards = rewards.astype(jnp.result_type(float))
+  centred = rewards - jnp.mean(rewards, axis=-1, keepdims=True)
+  std = jnp.sqrt(jnp.sum(centred ** 2, axis=-1, keepdims=True) / (rewards.shape[-1] - ddof))
+  ok = std > eps
+  return jnp.where(ok, centred / jnp.where(ok, std, 1.0), 0.0)

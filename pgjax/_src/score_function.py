@@ -1,0 +1,343 @@
+r"""Score-function, pathwise and exact gradient estimators of :math:`\nabla_\theta\, \mathbb{E}_{x\sim p_\theta}[f(x)]`.
+
+An *estimator* is a pure function ``(key, params) -> (grads, aux)``: ``grads`` has the tree structure and
+dtypes of ``params`` and estimates the gradient of exactly :math:`J(\theta) = \mathbb{E}_{p_\theta}[f]` (no
+sign flip: ascend it to maximise :math:`J`); ``aux`` is a ``NamedTuple`` with fixed fields.
+
+``dist_fn(params)`` returns a distribution with distrax's interface (``sample(seed=, sample_shape=)``,
+``log_prob``). A sample ``x`` is one draw of the whole distribution, of shape ``batch_shape + event_shape``;
+its log-probability is ``log_prob(x)`` summed over ``batch_shape`` (the batch entries are treated as
+independent components of one joint sample, so ``distrax.Normal(loc=jnp.zeros(3), ...)`` and
+``distrax.MultivariateNormalDiag`` give the same estimator).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable, NamedTuple, Union
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from pgjax._src import baselines as _baselines
+from pgjax._src import utils
+
+# Baseline names accepted by `score_function`.
+_SCALAR_BASELINES = ("none", "constant", "mean", "leave_one_out", "optimal", "optimal_leave_one_out",
+                     "group_normalize")
+_COORD_BASELINES = ("optimal_per_coordinate", "optimal_per_coordinate_leave_one_out")
+BASELINES = _SCALAR_BASELINES + _COORD_BASELINES
+_NEEDS_TWO = ("leave_one_out", "optimal_leave_one_out", "optimal_per_coordinate_leave_one_out")
+
+Baseline = Union[str, float, Callable[[jax.Array], jax.Array]]
+
+
+class ScoreFunctionAux(NamedTuple):
+  """Auxiliary output of a score-function estimator.
+
+  Attributes:
+    samples: ``[N, ...]`` the draws :math:`x_i` (no gradient path).
+    values: ``[N]`` the sample values :math:`f(x_i)`.
+    baselines: ``[N]`` the baselines :math:`b_i` (``[N, D]`` over the raveled parameters for the
+      per-coordinate baselines; for ``"group_normalize"``, ``values - advantages``).
+    log_probs: ``[N]`` :math:`\\log p_\\theta(x_i)`.
+    num_evaluations: number of calls to ``f`` (``N``), for comparisons at equal budget.
+  """
+  samples: Any
+  values: jax.Array
+  baselines: jax.Array
+  log_probs: jax.Array
+  num_evaluations: int
+
+
+class PathwiseAux(NamedTuple):
+  """Auxiliary output of a pathwise estimator: ``samples [N, ...]``, ``values [N]``, ``num_evaluations``."""
+  samples: Any
+  values: jax.Array
+  num_evaluations: int
+
+
+class ExactAux(NamedTuple):
+  """Auxiliary output of :func:`exact_gradient`: the exact value :math:`J(\\theta)`."""
+  value: jax.Array
+
+
+def joint_log_prob(dist: Any, x: Any) -> jax.Array:
+  """``dist.log_prob(x)`` summed over the distribution's batch dimensions; ``x`` may carry leading sample dims."""
+  lp = dist.log_prob(x)
+  nbatch = len(dist.batch_shape)
+  if nbatch:
+    lp = jnp.sum(lp, axis=tuple(range(lp.ndim - nbatch, lp.ndim)))
+  return lp
+
+
+def _check_dist_fn(dist_fn: Any) -> None:
+  utils.check_callable(dist_fn, "dist_fn")
+
+
+def _validate_baseline(baseline: Baseline, num_samples: int) -> None:
+  if callable(baseline) or isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+    return
+  if not isinstance(baseline, str) or baseline not in BASELINES:
+    raise ValueError(f"`baseline` must be one of {BASELINES}, a number or a callable, got {baseline!r}.")
+  if baseline in _NEEDS_TWO and num_samples < 2:
+    raise ValueError(f"`baseline`={baseline!r} leaves one sample out and needs `num_samples` >= 2, "
+                     f"got num_samples={num_samples}.")
+
+
+def _evaluate(f, key, samples, num_samples, f_takes_key, check_finite):
+  if f_takes_key:
+    values = jax.vmap(f)(jax.random.split(key, num_samples), samples)
+  else:
+    values = jax.vmap(f)(samples)
+  values = jnp.asarray(values)
+  if values.shape != (num_samples,):
+    raise ValueError(f"`f` must return a scalar for each sample; got shape {values.shape[1:]} per sample.")
+  if not jnp.issubdtype(values.dtype, jnp.floating):
+    values = values.astype(jnp.result_type(float))
+  if check_finite:
+    def _raise_if_bad(v):
+      if not np.all(np.isfinite(v)):
+        bad = np.flatnonzero(~np.isfinite(v))
+        raise FloatingPointError(f"`f` returned non-finite values at samples {bad[:10].tolist()} "
+                                 f"(check_finite=True): {np.asarray(v)[bad[:10]].tolist()}")
+    jax.debug.callback(_raise_if_bad, values)
+  return jax.lax.stop_gradient(values)
+
+
+def score_function(f: Callable[..., jax.Array], dist_fn: Callable[[Any], Any], *, num_samples: int,
+                   baseline: Baseline = "none", f_takes_key: bool = False,
+                   check_finite: bool = False) -> Callable[..., tuple[Any, ScoreFunctionAux]]:
+  r"""Builds the score-function (likelihood-ratio, REINFORCE) estimator of :math:`\nabla_\theta \mathbb{E}_{p_\theta}[f]`.
+
+  .. math::
+
+     \hat g = \frac{1}{N} \sum_{i=1}^N \big(f(x_i) - b_i\big)\, \nabla_\theta \log p_\theta(x_i),
+     \qquad x_i \sim p_\theta \text{ i.i.d.}
+
+  computed as the gradient of the stop-gradient surrogate
+  :math:`\frac1N\sum_i \mathrm{sg}(f(x_i) - b_i) \log p_\theta(x_i)` (one backward pass; no per-sample
+  Jacobian) unless the baseline needs per-sample scores (``optimal*``), in which case the per-sample scores
+  :math:`s_i = \nabla_\theta\log p_\theta(x_i)` are formed once by ``vmap(grad)`` and reused for the estimate.
+
+  Baselines (``baseline=``; see :mod:`pgjax.baselines` for the formulas and their bias):
+
+  ======================================  =====================================================
+  ``"none"``                              :math:`b_i = 0`; unbiased
+  number ``c`` / ``"constant"``           :math:`b_i = c` (``"constant"`` reads ``baseline_value=`` at call time); unbiased
+  ``"mean"``                              batch mean incl. :math:`x_i`; :math:`\mathbb{E}\hat g = \frac{N-1}{N}\nabla J`
+  ``"leave_one_out"``                     RLOO; unbiased, N >= 2
+  ``"optimal"``                           in-batch :math:`b^*=\sum f_i\|s_i\|^2/\sum\|s_i\|^2`; O(1/N) bias
+  ``"optimal_leave_one_out"``             leave-one-out :math:`b^*`; unbiased, N >= 2
+  ``"optimal_per_coordinate"``            in-batch :math:`b^*_k`; O(1/N) bias
+  ``"optimal_per_coordinate_leave_one_out"``  leave-one-out :math:`b^*_k`; unbiased, N >= 2
+  ``"group_normalize"``                   :math:`(f_i-\bar f)/\mathrm{std}(f)` as weights (GRPO); biased, rescaled
+  callable ``b(values) -> [N]``           user baseline; unbiased iff :math:`b_i` ignores :math:`x_i`
+  ======================================  =====================================================
+
+  Args:
+    f: the objective of one sample, ``f(x) -> scalar`` (or ``f(key, x)`` with ``f_takes_key=True`` for a noisy
+      objective: each sample gets its own key, split from the estimator's key). It is never differentiated.
+    dist_fn: ``params -> distribution`` with distrax's interface.
+    num_samples: N >= 1, static.
+    baseline: see the table; static.
+    f_takes_key: whether ``f`` takes a PRNG key first.
+    check_finite: if True, a non-finite ``f`` value raises ``FloatingPointError`` at run time (through a host
+      callback; costs a device-to-host transfer of the values).
+
+  Returns:
+    ``estimator(key, params, *, baseline_value=0.0) -> (grads, ScoreFunctionAux)``; ``grads`` has ``params``'
+    structure and dtypes. ``baseline_value`` (traced) is used by ``baseline="constant"`` only, e.g. for an
+    EMA baseline carried by the caller (:func:`pgjax.baselines.ema_update`).
+
+  Raises:
+    ValueError / TypeError naming the argument for a bad ``num_samples``, ``baseline``, ``f`` or ``dist_fn``
+    (at construction or trace time).
+
+  References:
+    Williams, "Simple statistical gradient-following algorithms for connectionist RL", Machine Learning 1992.
+    Mohamed, Rosca, Figurnov, Mnih, "Monte Carlo gradient estimation in machine learning", JMLR 2020.
+  """
+  utils.check_callable(f, "f")
+  _check_dist_fn(dist_fn)
+  num_samples = utils.check_positive_int(num_samples, "num_samples")
+  _validate_baseline(baseline, num_samples)
+  per_sample_scores = isinstance(baseline, str) and baseline.startswith("optimal")
+
+  def estimator(key, params, *, baseline_value=0.0):
+    key = utils.as_key(key)
+    k_sample, k_f = jax.random.split(key)
+    dist = dist_fn(params)
+    samples = jax.lax.stop_gradient(dist.sample(seed=k_sample, sample_shape=(num_samples,)))
+    values = _evaluate(f, k_f, samples, num_samples, f_takes_key, check_finite)
+
+    def log_prob_batch(p):
+      return joint_log_prob(dist_fn(p), samples)
+
+    log_probs = jax.lax.stop_gradient(log_prob_batch(params))
+
+    if per_sample_scores:
+      flat, unravel = ravel_pytree(params)
+      def one_log_prob(flat_p, x):
+        return joint_log_prob(dist_fn(unravel(flat_p)), x)
+      scores = jax.vmap(jax.grad(one_log_prob), in_axes=(None, 0))(flat, samples)  # [N, D]
+      if baseline == "optimal":
+        b = _baselines.optimal(values, jnp.sum(scores ** 2, axis=1))
+      elif baseline == "optimal_leave_one_out":
+        b = _baselines.optimal_leave_one_out(values, jnp.sum(scores ** 2, axis=1))
+      elif baseline == "optimal_per_coordinate":
+        b = _baselines.optimal_per_coordinate(values, scores ** 2)
+      else:
+        b = _baselines.optimal_per_coordinate_leave_one_out(values, scores ** 2)
+      w = values[:, None] - b if b.ndim == 2 else (values - b)[:, None]
+      g_flat = jnp.mean(w.astype(scores.dtype) * scores, axis=0)
+      grads = unravel(g_flat)
+      grads = jax.tree_util.tree_map(lambda g, p: g.astype(jnp.asarray(p).dtype), grads, params)
+      return grads, ScoreFunctionAux(samples, values, jax.lax.stop_gradient(b), log_probs, num_samples)
+
+    if callable(baseline):
+      b = jnp.asarray(baseline(values), values.dtype)
+      if b.shape != values.shape:
+        raise ValueError(f"callable `baseline` must return shape {values.shape}, got {b.shape}.")
+      weights = values - b
+    elif not isinstance(baseline, str):
+      b = _baselines.constant(values, baseline)
+      weights = values - b
+    elif baseline == "group_normalize":
+      weights = _baselines.group_normalize(values)
+      b = values - weights
+    else:
+      b = {
+          "none": lambda v: _baselines.none(v),
+          "constant": lambda v: _baselines.constant(v, baseline_value),
+          "mean": _baselines.batch_mean,
+          "leave_one_out": _baselines.leave_one_out,
+      }[baseline](values)
+      weights = values - b
+    weights = jax.lax.stop_gradient(weights)
+
+    def surrogate(p):
+      lp = log_prob_batch(p)
+      return jnp.mean(weights.astype(lp.dtype) * lp)
+
+    grads = jax.grad(surrogate)(params)
+    return grads, ScoreFunctionAux(samples, values, jax.lax.stop_gradient(b), log_probs, num_samples)
+
+  return estimator
+
+
+def pathwise(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any], *,
+             num_samples: int) -> Callable[..., tuple[Any, PathwiseAux]]:
+  r"""Builds the pathwise (reparameterisation) estimator :math:`\frac1N\sum_i \nabla_\theta f(x_\theta(\epsilon_i))`.
+
+  The samples are drawn with the distribution's own ``sample``, which for distrax's continuous distributions
+  (Normal, MultivariateNormalDiag, ...) is the differentiable map :math:`x = \mu + \sigma\epsilon`; ``f`` is
+  differentiated through it. It is the low-variance reference for *differentiable* ``f``. For an ``f`` that is
+  piecewise constant (a step, an argmax) its gradient is zero almost surely, so it is biased (visibly wrong),
+  and for discrete distributions there is no gradient path at all: use :func:`score_function` there.
+
+  Args:
+    f: differentiable objective of one sample, ``f(x) -> scalar``.
+    dist_fn: ``params -> distribution`` whose ``sample`` is reparameterised.
+    num_samples: N >= 1, static.
+
+  Returns:
+    ``estimator(key, params) -> (grads, PathwiseAux)``.
+
+  References:
+    Kingma & Welling, "Auto-encoding variational Bayes", 2014; Mohamed et al., JMLR 2020, section 5.
+  """
+  utils.check_callable(f, "f")
+  _check_dist_fn(dist_fn)
+  num_samples = utils.check_positive_int(num_samples, "num_samples")
+
+  def estimator(key, params):
+    key = utils.as_key(key)
+
+    def objective(p):
+      x = dist_fn(p).sample(seed=key, sample_shape=(num_samples,))
+      v = jax.vmap(f)(x)
+      if v.shape != (num_samples,):
+        raise ValueError(f"`f` must return a scalar for each sample; got shape {v.shape[1:]} per sample.")
+      return jnp.mean(v), (jax.lax.stop_gradient(x), jax.lax.stop_gradient(v))
+
+    grads, (samples, values) = jax.grad(objective, has_aux=True)(params)
+    return grads, PathwiseAux(samples, values, num_samples)
+
+  return estimator
+
+
+_MAX_SUPPORT = 2 ** 20
+
+
+def enumerate_support(dist: Any) -> jax.Array:
+  """All joint outcomes of a finite distribution, shape ``[K, *batch_shape]``.
+
+  Supports distrax ``Categorical``, ``Bernoulli`` and ``Independent`` wrappers of them (products of small
+  discrete variables: every combination of the batch entries). Raises ``ValueError`` if the support has more
+  than 2**20 points or the distribution is not finite.
+  """
+  base = dist
+  while isinstance(base, distrax.Independent):
+    base = base.distribution
+  if isinstance(base, distrax.Categorical):
+    k = base.num_categories
+    values = np.arange(k)
+  elif isinstance(base, distrax.Bernoulli):
+    values = np.arange(2)
+  else:
+    raise ValueError(f"cannot enumerate the support of {type(base).__name__}: pass `support=` explicitly "
+                     "or use `expectation=`.")
+  shape = tuple(dist.batch_shape) + tuple(dist.event_shape)
+  m = int(np.prod(shape)) if shape else 1
+  if len(values) ** m > _MAX_SUPPORT:
+    raise ValueError(f"support has {len(values)}**{m} points (> 2**20); pass `expectation=` instead.")
+  grid = np.array(list(itertools.product(values, repeat=m)), dtype=np.int32).reshape((-1,) + shape)
+  return jnp.asarray(grid)
+
+
+def exact_gradient(f: Callable[[Any], jax.Array] | None = None, dist_fn: Callable[[Any], Any] | None = None,
+                   *, support: Any = None, expectation: Callable[[Any], jax.Array] | None = None):
+  r"""The true gradient :math:`\nabla_\theta J(\theta)`, as an estimator with zero variance (the oracle).
+
+  Two ways to give :math:`J`:
+
+  * by enumeration: ``exact_gradient(f, dist_fn)`` computes
+    :math:`J(\theta) = \sum_{x\in\mathcal X} p_\theta(x) f(x)` over the finite support (inferred for
+    distrax ``Categorical`` / ``Bernoulli`` and ``Independent`` products of them, or given as ``support``,
+    an array ``[K, *sample_shape]`` of every outcome) and differentiates it with ``jax.grad``;
+  * from a closed form: ``exact_gradient(expectation=J)`` differentiates ``J(params)``.
+
+  Returns:
+    ``oracle(key, params) -> (grads, ExactAux(value=J))``; ``key`` is ignored (``None`` is allowed), so the
+    oracle plugs in wherever an estimator does (its variance is exactly zero).
+  """
+  if expectation is not None:
+    if f is not None or dist_fn is not None or support is not None:
+      raise ValueError("pass either `expectation` or (`f`, `dist_fn`, `support`), not both.")
+    utils.check_callable(expectation, "expectation")
+    value_fn = expectation
+  else:
+    if f is None or dist_fn is None:
+      raise ValueError("`exact_gradient` needs `f` and `dist_fn` (enumeration) or `expectation=`.")
+    utils.check_callable(f, "f")
+    _check_dist_fn(dist_fn)
+
+    def value_fn(params):
+      dist = dist_fn(params)
+      xs = enumerate_support(dist) if support is None else jnp.asarray(support)
+      vals = jnp.asarray(jax.vmap(f)(xs))
+      if vals.shape != xs.shape[:1]:
+        raise ValueError(f"`f` must return a scalar for each outcome; got shape {vals.shape[1:]}.")
+      probs = jnp.exp(joint_log_prob(dist, xs))
+      return jnp.sum(probs * jax.lax.stop_gradient(vals.astype(probs.dtype)))
+
+  def oracle(key, params):
+    del key
+    value, grads = jax.value_and_grad(value_fn)(params)
+    return grads, ExactAux(value)
+
+  return oracle

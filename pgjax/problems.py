@@ -1,0 +1,33 @@
+"""Problems with closed-form expectations and gradients (see :mod:`pgjax._src.problems`)."""
+
+from pgjax._src.problems import bernoulli_quadratic
+from pgjax._src.problems import categorical_bandit
+from pgjax._src.problems import classification_robot
+from pgjax._src.problems import ClassificationData
+from pgjax._src.problems import cross_entropy_gradient
+from pgjax._src.problems import expected_reward_gradient
+from pgjax._src.problems import gaussian_quadratic
+from pgjax._src.problems import gaussian_step
+from pgjax._src.problems import label_scored_gradient
+from pgjax._src.problems import linear_policy_logits
+from pgjax._src.problems import make_classification_data
+from pgjax._src.problems import policy_gradient_by_enumeration
+from pgjax._src.problems import Problem
+from pgjax._src.problems import score_weighted_gradient
+
+__all__ = (
+    "ClassificationData",
+    "Problem",
+    "bernoulli_quadratic",
+    "categorical_bandit",
+    "classification_robot",
+    "cross_entropy_gradient",
+    "expected_reward_gradient",
+    "gaussian_quadratic",
+    "gaussian_step",
+    "label_scored_gradient",
+    "linear_policy_logits",
+    "make_classification_data",
+    "policy_gradient_by_enumeration",
+    "score_weighted_gradient",
+)
