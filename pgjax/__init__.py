@@ -23,14 +23,20 @@ from pgjax._src.losses import score_function_surrogate
 # --- zeroth-order and cross-entropy method (issue 6)
 
 # --- reinforcement learning (issue 4)
+from pgjax import envs
+from pgjax import returns
+from pgjax._src.rollout import rollout
 
 __all__ = (
     "__version__",
     "baselines",
+    "envs",
     "exact_gradient",
     "losses",
     "pathwise",
     "problems",
+    "returns",
+    "rollout",
     "score_function",
     "score_function_surrogate",
     "sweep",

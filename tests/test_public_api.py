@@ -5,10 +5,13 @@ import pgjax
 EXPECTED_ALL = sorted([
     "__version__",
     "baselines",
+    "envs",
     "exact_gradient",
     "losses",
     "pathwise",
     "problems",
+    "returns",
+    "rollout",
     "score_function",
     "score_function_surrogate",
     "sweep",
