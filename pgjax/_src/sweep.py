@@ -7,7 +7,7 @@ numerically stable moments (Chan et al.'s parallel update of mean and sum of squ
 
 Standard errors: linear statistics (per-coordinate mean, MSE, mean cosine) use the sample standard deviation
 over seeds divided by :math:`\sqrt S`. Non-linear statistics (total variance, bias norm, SNR) use the
-delete-one-group jackknife over ``num_groups`` groups of seeds (seed ``i`` in group ``i mod G``): each is
+delete-one-group jackknife over ``num_groups`` contiguous groups of seeds (see :func:`seed_layout`): each is
 recomputed without one group and :math:`\mathrm{SE}^2 = \frac{G-1}{G}\sum_g(\hat\theta_{-g}-\bar\theta)^2`.
 
 References:
@@ -90,13 +90,11 @@ def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_see
   return int(min(chunk, 2 ** int(math.ceil(math.log2(max(num_seeds, 1))))))
 
 
-def _chunk_moments(vals, mask, onehot):
-  """Per-group (count, mean, M2) of ``vals [C, K]`` restricted to ``mask [C]``; ``onehot [C, G]``."""
-  w = onehot * mask[:, None]                     # [C, G]
-  n = jnp.sum(w, axis=0)                         # [G]
-  mean = _safe_div((w.T @ vals), n[:, None])     # [G, K]
-  dev = vals[:, None, :] - mean[None, :, :]      # [C, G, K]
-  m2 = jnp.einsum("cg,cgk->gk", w, dev ** 2)
+def _chunk_moments(vals, mask):
+  """(count, mean, M2) of the rows of ``vals [C, K]`` where ``mask [C]`` is 1."""
+  n = jnp.sum(mask)
+  mean = _safe_div(mask @ vals, n)
+  m2 = mask @ (vals - mean[None]) ** 2
   return n, mean, m2
 
 
@@ -112,15 +110,68 @@ def _merge(a, b):
   return n, mean, m2
 
 
+class SeedLayout(NamedTuple):
+  """How ``num_seeds`` seeds are laid out (all static, independent of the device count).
+
+  Seeds ``0 .. num_groups * chunks_per_group * chunk_size - 1`` are split into ``num_groups`` contiguous
+  groups of ``chunks_per_group`` chunks of ``chunk_size`` seeds; seeds ``>= num_seeds`` are padding, computed
+  and masked out. Groups are the unit of work of a device (``num_groups / num_devices`` each) and of the
+  jackknife.
+  """
+  num_seeds: int
+  num_groups: int
+  chunks_per_group: int
+  chunk_size: int
+
+  @property
+  def padded_seeds(self) -> int:
+    return self.num_groups * self.chunks_per_group * self.chunk_size
+
+
+def seed_layout(num_seeds: int, chunk_size: int, num_groups: int, num_devices: int = 1) -> SeedLayout:
+  """Chooses groups and chunks: at most ``chunk_size`` seeds per chunk, little padding.
+
+  ``num_groups`` is first capped at ``num_seeds`` and then rounded up to a multiple of ``num_devices`` (so
+  the layout, hence every bit of the result, is the same for all device counts that divide it). The chunk
+  size is then shrunk to ``ceil(num_seeds / (num_groups * chunks_per_group))`` so padding is below one seed
+  per chunk.
+  """
+  groups = min(num_groups, num_seeds)
+  groups = -(-groups // num_devices) * num_devices
+  per_group = -(-num_seeds // groups)
+  chunks = -(-per_group // chunk_size)
+  size = -(-per_group // chunks)
+  return SeedLayout(num_seeds, groups, chunks, size)
+
+
+def _seeds_mesh(devices) -> jax.sharding.Mesh:
+  """1-D mesh over ``devices`` with axis ``seeds``; Auto axis type (SPEC 4: Explicit breaks vmap/jit)."""
+  from jax.sharding import AxisType
+  return jax.sharding.Mesh(np.asarray(devices), ("seeds",), axis_types=(AxisType.Auto,))
+
+
 def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_seeds: int,
-                   true_grad: Any = None, chunk_size: int | None = None, num_groups: int = 32) -> GradientStats:
+                   true_grad: Any = None, chunk_size: int | None = None, num_groups: int = 32,
+                   devices: Any = None) -> GradientStats:
   r"""Mean, variance, bias, MSE, cosine and SNR of ``estimator`` at ``params`` over ``num_seeds`` seeds.
 
-  Seed ``i`` calls ``estimator(jax.random.fold_in(key, i), params)``. Seeds run in chunks of ``chunk_size``
-  (``vmap`` within, ``lax.scan`` across), so peak memory is that of one chunk whatever ``num_seeds`` is; the
-  result is identical for every ``num_seeds`` prefix property of the streams. The whole computation is
-  jit-compiled once per (estimator, shapes, num_seeds, chunk_size), and is itself traceable: call it inside
-  ``jax.vmap`` over a traced hyperparameter that the estimator closes over (one compilation for a sweep).
+  Seed ``i`` calls ``estimator(jax.random.fold_in(key, i), params)`` (equal to ``split(key, S)[i]``), so its
+  stream does not depend on ``num_seeds``, the chunk size or the device count. Seeds run in fixed-size chunks
+  (``vmap`` within, ``lax.scan`` across), so peak memory is that of one chunk whatever ``num_seeds`` is
+  (see :func:`seed_layout`; ``chunk_size`` is an upper bound, lowered so that padding stays below one seed
+  per chunk). The whole computation is jit-compiled once per (estimator, shapes, num_seeds, chunk_size),
+  and is itself traceable: call it inside ``jax.vmap`` over a traced hyperparameter that the estimator closes
+  over (one compilation for a sweep).
+
+  **Devices.** The seed axis is sharded over ``devices`` (default: all of ``jax.devices()``, i.e. every
+  device of every process after ``jax.distributed.initialize()``): a 1-D mesh with axis ``seeds`` (Auto axis
+  type), ``shard_map`` over the ``num_groups`` contiguous seed groups (``num_groups`` is rounded up to a
+  multiple of the device count), each device scanning its groups' chunks; the per-group moments are then
+  all-gathered and pooled identically on every device. Padding seeds are masked out of every statistic.
+  Because a group's moments are accumulated chunk by chunk in the same order on any device, the result is
+  **bit-identical on 1, 2, 4, 8, ... devices** whenever the device count divides ``num_groups`` (32 by
+  default). On several hosts, call ``jax.distributed.initialize()`` first in every process and run the same
+  script everywhere (see ``experiments/multihost_sweep.py``); every process gets the full statistics.
 
   Args:
     estimator: ``(key, params) -> (grads, aux)``.
@@ -129,7 +180,10 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
     num_seeds: S >= 2, static.
     true_grad: optional pytree like ``params`` (or a flat ``[D]`` array); enables bias, MSE and cosine.
     chunk_size: seeds per chunk, static; ``None`` chooses from the estimator's compiled memory footprint.
-    num_groups: groups for the jackknife standard errors of the non-linear statistics.
+    num_groups: contiguous seed groups, the unit of work per device and of the jackknife standard errors of
+      the non-linear statistics (capped at ``num_seeds``, rounded up to a multiple of the device count).
+    devices: devices to shard the seeds over (a sequence of ``jax.Device``); ``None`` uses all devices.
+      One device runs without ``shard_map``.
 
   Returns:
     :class:`GradientStats`.
@@ -141,19 +195,24 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
   if chunk_size is None:
     chunk_size = choose_chunk_size(estimator, params, key, num_seeds)
   chunk_size = utils.check_positive_int(chunk_size, "chunk_size")
-  chunk_size = min(chunk_size, num_seeds)
+  devices = tuple(jax.devices() if devices is None else devices)
+  if not devices or not all(isinstance(d, jax.Device) for d in devices):
+    raise TypeError(f"`devices` must be a non-empty sequence of jax.Device, got {devices!r}.")
+  layout = seed_layout(num_seeds, chunk_size, num_groups, len(devices))
   if true_grad is not None:
     flat_true = jnp.asarray(true_grad) if not jax.tree_util.tree_leaves(true_grad) or isinstance(
         true_grad, (jax.Array, np.ndarray)) and jnp.ndim(true_grad) == 1 and not isinstance(params, jax.Array) \
         else None
     if flat_true is None:
       utils.tree_check_same_structure(params, true_grad, "params", "true_grad")
-  return _gradient_stats_jit(estimator, params, key, true_grad, num_seeds=num_seeds,
-                             chunk_size=chunk_size, num_groups=min(num_groups, num_seeds))
+  mesh = _seeds_mesh(devices) if len(devices) > 1 else None
+  return _gradient_stats_jit(estimator, params, key, true_grad, layout=layout, mesh=mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("estimator", "num_seeds", "chunk_size", "num_groups"))
-def _gradient_stats_jit(estimator, params, key, true_grad, *, num_seeds, chunk_size, num_groups):
+@functools.partial(jax.jit, static_argnames=("estimator", "layout", "mesh"))
+def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
+  num_seeds, num_groups = layout.num_seeds, layout.num_groups
+  chunk_size, chunks_per_group = layout.chunk_size, layout.chunks_per_group
   flat_params, unravel = ravel_pytree(params)
   dim = flat_params.shape[0]
   dtype = jnp.promote_types(flat_params.dtype, jnp.float32)
@@ -162,7 +221,6 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, num_seeds, chunk_s
     t = (jnp.asarray(true_grad, dtype) if isinstance(true_grad, jax.Array) and true_grad.ndim == 1
          and true_grad.shape == (dim,) else ravel_pytree(true_grad)[0].astype(dtype))
     t_norm = jnp.linalg.norm(t)
-  num_chunks = -(-num_seeds // chunk_size)
 
   def one_seed(i):
     g, _ = estimator(jax.random.fold_in(key, i), params)
@@ -179,18 +237,32 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, num_seeds, chunk_s
     return jnp.concatenate([flat_g] + extras)
 
   width = dim + (2 if has_true else 0)
-  zeros = (jnp.zeros((num_groups,), dtype), jnp.zeros((num_groups, width), dtype),
-           jnp.zeros((num_groups, width), dtype))
 
-  def body(acc, c):
-    idx = c * chunk_size + jnp.arange(chunk_size)
-    mask = (idx < num_seeds).astype(dtype)
-    safe_idx = jnp.minimum(idx, num_seeds - 1)
-    vals = jax.vmap(one_seed)(safe_idx)
-    onehot = jax.nn.one_hot(safe_idx % num_groups, num_groups, dtype=dtype)
-    return _merge(acc, _chunk_moments(vals, mask, onehot)), None
+  def run_groups(group_ids):
+    """Moments (n [g], mean [g, K], M2 [g, K]) of groups ``group_ids [g]``, chunk after chunk."""
+    def group_step(carry, g):
+      def chunk_step(acc, j):
+        idx = (g * chunks_per_group + j) * chunk_size + jnp.arange(chunk_size)
+        valid = idx < num_seeds
+        vals = jax.vmap(one_seed)(jnp.where(valid, idx, num_seeds - 1))
+        return _merge(acc, _chunk_moments(vals, valid.astype(dtype))), None
+      zeros = (jnp.zeros((), dtype), jnp.zeros((width,), dtype), jnp.zeros((width,), dtype))
+      acc, _ = jax.lax.scan(chunk_step, zeros, jnp.arange(chunks_per_group))
+      return carry, acc
+    _, moments = jax.lax.scan(group_step, None, group_ids)
+    return moments
 
-  (n_g, mean_g, m2_g), _ = jax.lax.scan(body, zeros, jnp.arange(num_chunks))
+  group_ids = jnp.arange(num_groups)
+  if mesh is None:
+    n_g, mean_g, m2_g = run_groups(group_ids)
+  else:
+    from jax.sharding import PartitionSpec as P
+
+    def per_device(ids):
+      return jax.tree_util.tree_map(lambda x: jax.lax.all_gather(x, "seeds", tiled=True),
+                                    run_groups(ids))
+    n_g, mean_g, m2_g = jax.shard_map(per_device, mesh=mesh, in_specs=P("seeds"), out_specs=P(),
+                                      check_vma=False)(group_ids)
 
   # Pool the groups.
   n = jnp.sum(n_g)
@@ -205,7 +277,7 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, num_seeds, chunk_s
           - n_l[:, None] * (mean_l - mean[None]) ** 2)
   m2_l = jnp.maximum(m2_l, 0.0)
   var_l = _safe_div(m2_l, (n_l - 1)[:, None])
-  valid = n_l > 1
+  valid = (n_g > 0) & (n_l > 1)
   num_valid = jnp.sum(valid)
 
   def jackknife_se(theta_l):
