@@ -1,0 +1,178 @@
+"""Conjugate gradient against dense solves, on pytrees, singular and ill-conditioned systems."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pgjax._src import linalg
+from pgjax.natural import conjugate_gradient
+
+
+def _spd(key, n, cond):
+  """Random SPD matrix with eigenvalues log-spaced from 1 to ``cond``."""
+  q, _ = jnp.linalg.qr(jax.random.normal(key, (n, n)))
+  eig = jnp.logspace(0.0, jnp.log10(cond), n)
+  return (q * eig) @ q.T
+
+
+def test_matches_dense_solve_on_damped_spd_systems(key):
+  n = 6
+  for i, (cond, damping) in enumerate([(10.0, 0.0), (100.0, 0.1), (1e3, 1.0)]):
+    k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+    a = _spd(k1, n, cond)
+    b = jax.random.normal(k2, (n,))
+    x, info = conjugate_gradient(lambda v, a=a: a @ v, b, iters=3 * n, damping=damping, tol=0.0)
+    expected = np.linalg.solve(np.asarray(a, np.float64) + damping * np.eye(n), np.asarray(b, np.float64))
+    np.testing.assert_allclose(x, expected, rtol=2e-4, atol=2e-4 * np.abs(expected).max())
+    assert info.residual_norm < 1e-4 * float(jnp.linalg.norm(b))
+
+
+def test_pytree_system_matches_dense_solve_on_matrix_materialised_by_jacfwd(key):
+  """A block operator on a dict pytree: materialise it by jacfwd and compare with the dense solve."""
+  k1, k2, k3 = jax.random.split(key, 3)
+  m = _spd(k1, 8, 30.0)
+  template = {"w": jnp.zeros((3, 2)), "b": jnp.zeros((2,))}
+  flat = lambda t: jnp.concatenate([t["b"].ravel(), t["w"].ravel()])  # dict leaves are sorted: b, w
+  unflat = lambda x: {"b": x[:2], "w": x[2:].reshape(3, 2)}
+
+  def matvec(t):
+    return unflat(m @ flat(t))
+
+  b = {"w": jax.random.normal(k2, (3, 2)), "b": jax.random.normal(k3, (2,))}
+  dense = jax.jacfwd(lambda x: flat(matvec(unflat(x))))(jnp.zeros(8))
+  np.testing.assert_allclose(dense, m, rtol=1e-6)
+  x, info = conjugate_gradient(matvec, b, iters=20, damping=0.5, tol=0.0)
+  chex.assert_trees_all_equal_structs(x, b)
+  chex.assert_trees_all_equal_shapes_and_dtypes(x, b)
+  expected = np.linalg.solve(np.asarray(dense) + 0.5 * np.eye(8), np.asarray(flat(b)))
+  np.testing.assert_allclose(flat(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_singular_softmax_fisher_with_damping_gives_damped_solution_never_nan():
+  p = jax.nn.softmax(jnp.array([2.0, 0.5, -1.0, 0.0, -3.0]))
+  fisher = jnp.diag(p) - jnp.outer(p, p)  # singular along the all-ones vector
+  matvec = lambda v: fisher @ v
+  damping = 1e-2
+  for b in [jnp.ones(5), jnp.array([1.0, -2.0, 0.5, 0.0, 3.0])]:
+    x, info = conjugate_gradient(matvec, b, iters=10, damping=damping, tol=0.0)
+    assert bool(jnp.all(jnp.isfinite(x)))
+    expected = np.linalg.solve(np.asarray(fisher, np.float64) + damping * np.eye(5), np.asarray(b))
+    np.testing.assert_allclose(x, expected, rtol=1e-3, atol=1e-3)
+  # b in the null space: the damped solution is exactly b / damping, found in one iteration.
+  x, info = conjugate_gradient(matvec, jnp.ones(5), iters=10, damping=damping, tol=1e-4)
+  np.testing.assert_allclose(x, jnp.ones(5) / damping, rtol=1e-4)
+  assert int(info.iterations) == 1 and bool(info.converged)
+
+
+def test_undamped_singular_system_stops_finite():
+  """Zero curvature (b in the null space, no damping) is a breakdown: no update, no NaN, not converged."""
+  p = jax.nn.softmax(jnp.array([2.0, 0.5, -1.0]))
+  fisher = jnp.diag(p) - jnp.outer(p, p)
+  x, info = conjugate_gradient(lambda v: fisher @ v, jnp.ones(3),
+                               iters=10, damping=0.0, tol=0.0)
+  assert bool(jnp.all(jnp.isfinite(x)))
+  assert not bool(info.converged)
+  # An indefinite matrix: CG stops at the first non-positive curvature instead of diverging.
+  x, info = conjugate_gradient(lambda v: jnp.diag(jnp.array([1.0, -1.0])) @ v, jnp.array([0.0, 1.0]),
+                               iters=5)
+  np.testing.assert_array_equal(x, jnp.zeros(2))
+  assert int(info.iterations) == 0
+
+
+def test_64_vmapped_systems_with_very_different_conditioning_all_finite(key):
+  """Condition numbers from 1 to 1e8 in one vmap at tol=0 (where jax.scipy's cg has returned NaN)."""
+  n, count = 8, 64
+  conds = jnp.logspace(0.0, 8.0, count)
+  keys = jax.random.split(key, count)
+  mats = jax.vmap(lambda k, c: _spd(k, n, c))(keys, conds)
+  bs = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), (n,)))(keys)
+
+  @jax.jit
+  def solve(a, b):
+    return conjugate_gradient(lambda v: a @ v, b, iters=40, damping=0.0, tol=0.0)
+
+  xs, info = jax.vmap(solve)(mats, bs)
+  assert bool(jnp.all(jnp.isfinite(xs)))
+  assert bool(jnp.all(jnp.isfinite(info.residual_norm)))
+  # Each member stops at its own iteration count (not all the same), at most 40.
+  assert int(info.iterations.max()) <= 40 and int(info.iterations.min()) < int(info.iterations.max())
+  # The well-conditioned members (cond <= 100) are solved accurately.
+  well = np.asarray(conds) <= 100.0
+  expected = np.linalg.solve(np.asarray(mats, np.float64)[well], np.asarray(bs, np.float64)[well][..., None])[..., 0]
+  np.testing.assert_allclose(np.asarray(xs)[well], expected, rtol=1e-3, atol=1e-3)
+
+
+def test_tolerance_stops_early_and_counts_iterations():
+  # A multiple of the identity is solved in exactly one iteration.
+  x, info = conjugate_gradient(lambda v: 4.0 * v, jnp.arange(1.0, 4.0), iters=7, tol=1e-6)
+  np.testing.assert_allclose(x, jnp.arange(1.0, 4.0) / 4.0, rtol=1e-6)
+  assert int(info.iterations) == 1 and bool(info.converged)
+  # b = 0: nothing to do, x = 0, zero iterations.
+  x, info = conjugate_gradient(lambda v: 4.0 * v, jnp.zeros(3), iters=7)
+  np.testing.assert_array_equal(x, jnp.zeros(3))
+  assert int(info.iterations) == 0 and bool(info.converged)
+  # Two distinct eigenvalues: exact after two iterations.
+  a = jnp.diag(jnp.array([1.0, 1.0, 5.0, 5.0]))
+  x, info = conjugate_gradient(lambda v: a @ v, jnp.ones(4), iters=10, tol=1e-6)
+  np.testing.assert_allclose(x, jnp.array([1.0, 1.0, 0.2, 0.2]), rtol=1e-5)
+  assert int(info.iterations) == 2
+
+
+def test_warm_start_x0():
+  a = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
+  b = jnp.array([1.0, 1.0, 1.0])
+  exact = b / jnp.diag(a)
+  x, info = conjugate_gradient(lambda v: a @ v, b, iters=5, x0=exact, tol=1e-6)
+  np.testing.assert_allclose(x, exact, rtol=1e-6)
+  assert int(info.iterations) == 0
+
+
+def test_damping_is_traced_vmap_and_single_trace():
+  a = jnp.diag(jnp.array([1.0, 2.0, 3.0]))
+  b = jnp.ones(3)
+
+  def solve(damping):
+    return conjugate_gradient(lambda v: a @ v, b, iters=5, damping=damping, tol=0.0)[0]
+
+  dampings = jnp.array([0.0, 0.5, 2.0])
+  xs = jax.jit(jax.vmap(solve))(dampings)
+  np.testing.assert_allclose(xs, b / (jnp.diag(a)[None, :] + dampings[:, None]), rtol=1e-5)
+  solve_once = jax.jit(chex.assert_max_traces(solve, n=1))
+  np.testing.assert_allclose(solve_once(jnp.array(1.0)), b / (jnp.diag(a) + 1.0), rtol=1e-5)
+  solve_once(jnp.array(3.0))  # a new damping value does not retrace
+
+
+def test_dtypes_preserved_for_mixed_precision_tree():
+  b = {"a": jnp.ones(3, jnp.float32), "h": jnp.ones(2, jnp.bfloat16)}
+  x, info = conjugate_gradient(lambda v: jax.tree_util.tree_map(lambda t: 2.0 * t, v), b, iters=3)
+  chex.assert_trees_all_equal_shapes_and_dtypes(x, b)
+  np.testing.assert_allclose(np.asarray(x["a"]), 0.5)
+  np.testing.assert_allclose(np.asarray(x["h"], np.float32), 0.5)
+  assert info.residual_norm.dtype == jnp.float32
+
+
+def test_bad_input_raises_naming_the_argument():
+  mv = lambda v: v
+  with pytest.raises(ValueError, match="iters"):
+    conjugate_gradient(mv, jnp.ones(2), iters=0)
+  with pytest.raises(TypeError, match="iters"):
+    conjugate_gradient(mv, jnp.ones(2), iters=2.5)
+  with pytest.raises(ValueError, match="damping"):
+    conjugate_gradient(mv, jnp.ones(2), damping=-1.0)
+  with pytest.raises(ValueError, match="tol"):
+    conjugate_gradient(mv, jnp.ones(2), tol=-1e-3)
+  with pytest.raises(TypeError, match="matvec"):
+    conjugate_gradient("not a function", jnp.ones(2))
+  with pytest.raises(TypeError, match="`b`"):
+    conjugate_gradient(mv, jnp.ones(2, jnp.int32))
+  with pytest.raises(ValueError, match="matvec"):
+    conjugate_gradient(lambda v: {"x": v}, jnp.ones(2))
+  with pytest.raises(ValueError, match="x0"):
+    conjugate_gradient(mv, jnp.ones(2), x0=jnp.ones(3))
+
+
+def test_tree_vdot_accumulates_in_float32():
+  a = {"x": jnp.full((1000,), 0.1, jnp.bfloat16)}
+  assert linalg.tree_vdot(a, a).dtype == jnp.float32
