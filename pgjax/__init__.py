@@ -21,6 +21,8 @@ from pgjax._src.losses import score_function_surrogate
 # --- natural gradient (issue 3)
 
 # --- zeroth-order and cross-entropy method (issue 6)
+from pgjax._src.noise import noise_table
+from pgjax._src.zeroth_order import zeroth_order
 
 # --- reinforcement learning (issue 4)
 from pgjax import envs
@@ -33,6 +35,7 @@ __all__ = (
     "envs",
     "exact_gradient",
     "losses",
+    "noise_table",
     "pathwise",
     "problems",
     "returns",
@@ -41,4 +44,5 @@ __all__ = (
     "score_function_surrogate",
     "sweep",
     "testing",
+    "zeroth_order",
 )

@@ -8,6 +8,7 @@ EXPECTED_ALL = sorted([
     "envs",
     "exact_gradient",
     "losses",
+    "noise_table",
     "pathwise",
     "problems",
     "returns",
@@ -16,6 +17,7 @@ EXPECTED_ALL = sorted([
     "score_function_surrogate",
     "sweep",
     "testing",
+    "zeroth_order",
 ])
 
 

@@ -48,7 +48,7 @@ __all__ = ("NoiseTable", "noise_table", "sample_offsets", "gather_slices", "weig
 
 
 class NoiseTable(NamedTuple):
-  """A flat table of iid standard normal numbers (a pytree; pass it to ``zeroth_order(noise=...)``).
+  r"""A flat table of iid standard normal numbers (a pytree; pass it to ``zeroth_order(noise=...)``).
 
   Attributes:
     table: ``[S]`` floating array of iid :math:`\mathcal{N}(0, 1)` draws.

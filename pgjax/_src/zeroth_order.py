@@ -217,16 +217,17 @@ def _draw_directions(key: jax.Array, kind: str, m: int, d: int, dtype: Any) -> j
     return z * (jnp.sqrt(jnp.asarray(d, dtype)) / jnp.linalg.norm(z, axis=1, keepdims=True))
   # Orthogonal blocks: reduced QR of Gaussian [d, k] matrices with the sign of diag(R) fixed is
   # Haar-distributed on the Stiefel manifold (Mezzadri 2007).
+  # For Gaussian G = QR, Q is independent of R, and the column norms of G (= those of R) are iid chi_d:
+  # they serve as the independent chi_d norms for free (no gamma sampler, which is slow to compile).
   k = min(m, d)
   nb = -(-m // k)
-  kq, kn = jax.random.split(key)
-  g = jax.random.normal(kq, (nb, d, k), dtype)
+  g = jax.random.normal(key, (nb, d, k), dtype)
   q, r = jnp.linalg.qr(g)
   diag = jnp.diagonal(r, axis1=-2, axis2=-1)
   q = q * jnp.where(diag < 0, -1.0, 1.0).astype(dtype)[:, None, :]
   rows = jnp.swapaxes(q, 1, 2).reshape(nb * k, d)[:m]
   if kind == "orthogonal":  # chi_d norms: each row marginally N(0, I_d)
-    norms = jnp.sqrt(2.0 * jax.random.gamma(kn, 0.5 * d, (m,), dtype))
+    norms = jnp.linalg.norm(g, axis=1).reshape(nb * k)[:m]
   else:
     norms = jnp.full((m,), np.sqrt(d), dtype)
   return rows * norms[:, None]
