@@ -167,6 +167,10 @@ def fisher_vector_product(
 
   z0, jvp_fn = jax.linearize(outputs, params)
   kind, rebuild, batch_shape = captured["kind"], captured["rebuild"], captured["batch_shape"]
+  if kind == "opaque":
+    # The distribution keeps arrays outside its pytree leaves (e.g. closures in a bijector), so it
+    # cannot be rebuilt from its leaves: use the parameter-space KL Hessian (equal at theta' = theta).
+    return kl_hessian_vector_product(dist_fn, params, weights=weights)
   w = _normalised_weights(weights, batch_shape, linalg.tree_scalar_dtype(z0))
   output_product = _output_fisher(kind, z0, rebuild, w)
   transpose_fn = jax.linear_transpose(jvp_fn, params)
@@ -323,6 +327,8 @@ def _distribution_outputs(dist, output_fisher):
   if not hasattr(dist, "kl_divergence"):
     raise TypeError(f"{type(dist).__name__} has no closed-form output Fisher and no kl_divergence.")
   leaves, treedef = jax.tree_util.tree_flatten(dist)
+  if not _rebuildable(treedef):
+    return "opaque", (), None
   is_float = [hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact) for x in leaves]
   fixed = []
   for leaf, f in zip(leaves, is_float):
@@ -337,6 +343,26 @@ def _distribution_outputs(dist, output_fisher):
     return jax.tree_util.tree_unflatten(treedef, [next(it) if f else c for f, c in zip(is_float, fixed)])
 
   return "kl", z, rebuild
+
+
+_SIMPLE_METADATA = (bool, int, float, str, type(None), type, jnp.dtype)
+
+
+def _rebuildable(treedef) -> bool:
+  """True when every node's static metadata is simple (no functions or objects hiding arrays)."""
+  node = treedef.node_data()
+  if node is not None:
+    node_type, aux = node
+    if isinstance(node_type, type) and hasattr(node_type, "tree_flatten") and isinstance(aux, tuple) \
+        and len(aux) == 3 and isinstance(aux[0], list):  # distrax Jittable: (metadata, switch, treedef)
+      metadata, _, inner = aux
+      for m in metadata:
+        if not isinstance(m, _SIMPLE_METADATA) and not (isinstance(m, type(jnp.float32.dtype))
+                                                       or isinstance(m, tuple)):
+          return False
+      if isinstance(inner, jax.tree_util.PyTreeDef) and not _rebuildable(inner):
+        return False
+  return all(_rebuildable(c) for c in treedef.children())
 
 
 def _output_fisher(kind, z0, rebuild, w):

@@ -1,0 +1,255 @@
+"""Fisher-vector products against closed-form and dense Fisher matrices.
+
+References used here, none of them the code under test: the softmax Fisher diag(p) - p p^T, the Gaussian
+(mu, log sigma) Fisher diag(1/sigma^2, 2), and the dense Fisher sum_a pi(a) g_a g_a^T from per-action scores
+obtained by jax.jacrev of log_softmax (enumerating the finite action set).
+"""
+
+import chex
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from pgjax.natural import empirical_fisher_vector_product
+from pgjax.natural import fisher_vector_product
+from pgjax.natural import kl_hessian_vector_product
+
+
+def _dense(fvp, params):
+  """Materialises a matrix-free product column by column (jax.jacfwd of the matvec)."""
+  flat, unravel = ravel_pytree(params)
+  return jax.jit(jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0]))(jnp.zeros_like(flat))
+
+
+def _jac(fvp, params):
+  flat, unravel = ravel_pytree(params)
+  return jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0])(jnp.zeros_like(flat))
+
+
+def _all_dense(dist_fn, params, **kw):
+  """Every exact product, materialised in ONE jitted call (one compilation per test)."""
+
+  @jax.jit
+  def dense(p):
+    products = {
+        "ggn": fisher_vector_product(dist_fn, p, **kw),
+        "ggn_kl_output": fisher_vector_product(dist_fn, p, output_fisher="kl", **kw),
+        "kl_forward_over_reverse": kl_hessian_vector_product(dist_fn, p, **kw),
+        "kl_reverse_over_reverse": kl_hessian_vector_product(dist_fn, p, mode="reverse_over_reverse", **kw),
+    }
+    return {name: _jac(fvp, p) for name, fvp in products.items()}
+
+  return dense(params)
+
+
+def test_softmax_logits_fisher_is_diag_p_minus_ppT():
+  logits = jnp.array([0.3, -1.0, 2.0, 0.0])
+  p = jax.nn.softmax(logits)
+  expected = jnp.diag(p) - jnp.outer(p, p)
+  dist_fn = lambda t: distrax.Categorical(logits=t)
+  for name, mat in _all_dense(dist_fn, logits).items():
+    np.testing.assert_allclose(mat, expected, atol=1e-6, err_msg=name)
+  # Empirical Fisher over all actions weighted by their probabilities is exact.
+  emp = empirical_fisher_vector_product(jax.nn.log_softmax, logits, weights=p)
+  np.testing.assert_allclose(_dense(emp, logits), expected, atol=1e-6)
+  # Singular along the all-ones direction (a constant logit shift leaves the policy unchanged).
+  np.testing.assert_allclose(fisher_vector_product(dist_fn, logits)(jnp.ones(4)), 0.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("make", ["normal", "mvn_diag"])
+def test_gaussian_mu_log_sigma_fisher_is_diag_inv_var_and_two(make):
+  params = {"mu": jnp.array([0.5, -1.0]), "log_sigma": jnp.array([-0.7, 0.4])}
+  sigma = np.exp(np.asarray(params["log_sigma"]))
+  if make == "normal":
+    dist_fn = lambda t: distrax.Normal(t["mu"], jnp.exp(t["log_sigma"]))
+  else:
+    dist_fn = lambda t: distrax.MultivariateNormalDiag(t["mu"], jnp.exp(t["log_sigma"]))
+  # ravel order: log_sigma (2), mu (2). A Normal with batch shape [2] averages the two coordinates'
+  # Fisher matrices (factor 1/2); the MVN's event holds both coordinates (no averaging).
+  factor = 0.5 if make == "normal" else 1.0
+  expected = factor * np.diag(np.concatenate([[2.0, 2.0], 1.0 / sigma**2]))
+  for name, mat in _all_dense(dist_fn, params).items():
+    np.testing.assert_allclose(mat, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _linear_softmax_policy(num_states=5, obs_dim=3, num_actions=4, seed=0):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  states = jax.random.normal(k1, (num_states, obs_dim))
+  params = {"w": 0.5 * jax.random.normal(k2, (obs_dim, num_actions)), "b": jnp.zeros(num_actions)}
+  dist_fn = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"])
+  return states, params, dist_fn
+
+
+def _enumerated_fisher(logits_fn, params, weights):
+  """Dense reference: sum_b w_b sum_a pi(a|s_b) g_{b,a} g_{b,a}^T from per-action scores (jacrev)."""
+  flat, unravel = ravel_pytree(params)
+  logp = lambda x: jax.nn.log_softmax(logits_fn(unravel(x)), axis=-1)  # [B, A]
+
+  @jax.jit
+  def dense(x):
+    scores = jax.jacrev(logp)(x)  # [B, A, P]
+    probs = jnp.exp(logp(x))
+    w = weights / weights.sum()
+    return jnp.einsum("b,ba,bap,baq->pq", w, probs, scores, scores)
+
+  return dense(flat)
+
+
+def test_weighted_batch_fisher_of_linear_softmax_policy_matches_kronecker_closed_form():
+  states, params, dist_fn = _linear_softmax_policy()
+  weights = jnp.array([1.0, 0.0, 2.0, 0.5, 1.5])
+  logits = states @ params["w"] + params["b"]
+  p = jax.nn.softmax(logits)
+  # Closed form: F = sum_b w_b [s_b; 1][s_b; 1]^T kron (diag p_b - p_b p_b^T) / sum w, in ravel order (b, w).
+  feats = jnp.concatenate([jnp.ones((5, 1)), states], axis=1)  # bias row first ("b" < "w")
+  m = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(p)
+  expected = jnp.einsum("b,bi,bj,bkl->ikjl", weights / weights.sum(), feats, feats, m).reshape(16, 16)
+  for name, mat in _all_dense(dist_fn, params, weights=weights).items():
+    np.testing.assert_allclose(mat, expected, atol=2e-6, err_msg=name)
+
+
+class _MLP(nn.Module):
+  @nn.compact
+  def __call__(self, x):
+    x = nn.tanh(nn.Dense(8)(x))
+    return nn.Dense(3)(x)
+
+
+def test_flax_mlp_policy_products_agree_with_enumerated_dense_fisher():
+  """GGN and KL-Hessian products agree with each other and with sum_a pi g g^T at the current params."""
+  states = jax.random.normal(jax.random.key(1), (6, 4))
+  model = _MLP()
+  params = model.init(jax.random.key(2), states)
+  dist_fn = lambda p: distrax.Categorical(logits=model.apply(p, states))
+  expected = _enumerated_fisher(lambda p: model.apply(p, states), params, jnp.ones(6))
+  for name, mat in _all_dense(dist_fn, params).items():
+    np.testing.assert_allclose(mat, expected, atol=3e-6, err_msg=name)
+  # Per-action empirical products weighted by pi(a|s) / B are the exact Fisher too.
+  probs = jax.nn.softmax(model.apply(params, states))
+  emp = empirical_fisher_vector_product(lambda p: jax.nn.log_softmax(model.apply(p, states)), params,
+                                        weights=probs)
+  np.testing.assert_allclose(_dense(emp, params), expected, atol=3e-6)
+  v = jax.tree_util.tree_map(jnp.ones_like, params)
+  chex.assert_trees_all_equal_shapes_and_dtypes(fisher_vector_product(dist_fn, params)(v), params)
+
+
+def test_fallback_output_kl_hessian_for_a_distribution_without_closed_form():
+  """Laplace(mu, b) has Fisher diag(1/b^2, 1/b^2); in (mu, log b): diag(1/b^2, 1)."""
+  params = {"mu": jnp.array(0.3), "log_b": jnp.array(-0.4)}
+  b = np.exp(-0.4)
+  fvp = fisher_vector_product(lambda t: distrax.Laplace(t["mu"], jnp.exp(t["log_b"])), params)
+  np.testing.assert_allclose(_dense(fvp, params), np.diag([1.0, 1.0 / b**2]), rtol=1e-5, atol=1e-6)
+
+
+def test_bernoulli_logit_fisher():
+  logits = jnp.array([0.2, -1.5])
+  p = jax.nn.sigmoid(logits)
+  fvp = fisher_vector_product(lambda t: distrax.Bernoulli(logits=t), logits)
+  np.testing.assert_allclose(_dense(fvp, logits), np.diag(p * (1 - p)) / 2, rtol=1e-5)
+
+
+def test_empirical_fisher_from_sampled_actions_is_unbiased(key):
+  """Per-sample scores of actions drawn from N(mu, sigma^2): mean over replicates within 5 SE of the exact
+  Fisher diag(1/sigma^2, 2) in (mu, log sigma); a 10%-scaled target must fail the same check (power)."""
+  params = {"mu": jnp.array(0.5), "log_sigma": jnp.array(-0.3)}
+  sigma = float(np.exp(-0.3))
+
+  def one(k):
+    x = params["mu"] + sigma * jax.random.normal(k, (64,))
+    log_prob = lambda p: distrax.Normal(p["mu"], jnp.exp(p["log_sigma"])).log_prob(x)
+    return _dense(empirical_fisher_vector_product(log_prob, params), params)
+
+  mats = jax.jit(jax.vmap(one))(jax.random.split(key, 2000))
+  mean = np.asarray(mats.mean(0))
+  se = np.asarray(mats.std(0, ddof=1)) / np.sqrt(mats.shape[0])
+  target = np.diag([2.0, 1.0 / sigma**2])  # ravel order: log_sigma, mu
+
+  def within(t):
+    return bool(np.all(np.abs(mean - t) <= 5 * se + 1e-7))
+
+  assert within(target), (mean, target, se)
+  assert not within(1.1 * target)
+
+
+def test_linearises_once_products_reuse_it():
+  calls = []
+  states, params, _ = _linear_softmax_policy()
+
+  def dist_fn(p):
+    calls.append(1)
+    return distrax.Categorical(logits=states @ p["w"] + p["b"])
+
+  fvp = fisher_vector_product(dist_fn, params)
+  v = jax.tree_util.tree_map(jnp.ones_like, params)
+  for _ in range(5):
+    fvp(v)
+  assert len(calls) == 1
+  calls.clear()
+  hvp = kl_hessian_vector_product(dist_fn, params)
+  for _ in range(5):
+    hvp(v)
+  assert len(calls) == 2  # the fixed reference distribution, and the linearised KL gradient
+
+
+def test_jit_vmap_and_single_trace():
+  states, params, dist_fn = _linear_softmax_policy()
+  vs = jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.key(3), (7,) + x.shape), params)
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def products(p, v):
+    fvp = fisher_vector_product(lambda q: distrax.Categorical(logits=states @ q["w"] + q["b"]), p)
+    return jax.vmap(fvp)(v)
+
+  out = products(params, vs)
+  fvp = fisher_vector_product(dist_fn, params)
+  for i in range(7):
+    np.testing.assert_allclose(ravel_pytree(jax.tree_util.tree_map(lambda x: x[i], out))[0],
+                               ravel_pytree(fvp(jax.tree_util.tree_map(lambda x: x[i], vs)))[0],
+                               rtol=1e-5, atol=1e-6)
+  products(jax.tree_util.tree_map(lambda x: x + 1.0, params), vs)  # same shapes: no retrace
+
+
+def test_dtypes_kept_and_tangents_cast():
+  params = {"a": jnp.array([0.1, 0.2], jnp.float32), "h": jnp.array([0.3], jnp.bfloat16)}
+  dist_fn = lambda p: distrax.Categorical(logits=jnp.concatenate([p["a"], p["h"].astype(jnp.float32)]))
+  fvp = fisher_vector_product(dist_fn, params)
+  out = fvp({"a": np.ones(2, np.float64), "h": np.ones(1, np.float64)})  # cast to the params' dtypes
+  chex.assert_trees_all_equal_shapes_and_dtypes(out, params)
+
+
+def test_all_zero_weights_give_zero_not_nan():
+  states, params, dist_fn = _linear_softmax_policy()
+  fvp = fisher_vector_product(dist_fn, params, weights=jnp.zeros(5))
+  out = fvp(jax.tree_util.tree_map(jnp.ones_like, params))
+  for leaf in jax.tree_util.tree_leaves(out):
+    np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_bad_input_raises_naming_the_argument():
+  states, params, dist_fn = _linear_softmax_policy()
+  with pytest.raises(ValueError, match="weights"):
+    fisher_vector_product(dist_fn, params, weights=jnp.ones(4))
+  with pytest.raises(ValueError, match="weights"):
+    fisher_vector_product(dist_fn, params, weights=-jnp.ones(5))
+  with pytest.raises(ValueError, match="output_fisher"):
+    fisher_vector_product(dist_fn, params, output_fisher="dense")
+  with pytest.raises(ValueError, match="mode"):
+    kl_hessian_vector_product(dist_fn, params, mode="forward")
+  with pytest.raises(TypeError, match="dist_fn"):
+    fisher_vector_product(lambda p: p["w"], params)
+  with pytest.raises(TypeError, match="dist_fn"):
+    fisher_vector_product(None, params)
+  with pytest.raises(TypeError, match="params"):
+    fisher_vector_product(lambda p: distrax.Categorical(logits=jnp.zeros(3)), jnp.arange(3))
+  fvp = fisher_vector_product(dist_fn, params)
+  with pytest.raises(ValueError, match="`v`"):
+    fvp({"w": jnp.ones((3, 4))})
+  with pytest.raises(ValueError, match="`v`"):
+    fvp({"w": jnp.ones((3, 5)), "b": jnp.ones(4)})
+  with pytest.raises(ValueError, match="weights"):
+    empirical_fisher_vector_product(lambda p: jnp.zeros(3) + p["b"][0], params, weights=jnp.ones(2))
