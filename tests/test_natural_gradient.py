@@ -1,0 +1,223 @@
+"""Natural gradient, trust-region scaling and the vectorised line search.
+
+References: dense solves with the closed-form Fisher, the exact KL of the policies after the step, and
+hand-computed line-search outcomes on a one-dimensional quadratic.
+"""
+
+import chex
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+from pgjax.natural import backtracking_line_search
+from pgjax.natural import fisher_vector_product
+from pgjax.natural import natural_gradient
+from pgjax.natural import trust_region_step
+
+NUM_STATES = 32
+
+
+def _policies():
+  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+  states = jax.random.normal(k1, (NUM_STATES, 4))
+  cat_params = {"w": 0.5 * jax.random.normal(k2, (4, 5)), "b": jnp.zeros(5)}
+  cat = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"])
+  gau_params = {"w": 0.5 * jax.random.normal(k2, (4, 2)), "log_std": jnp.array([-0.5, 0.3])}
+  gau = lambda p: distrax.MultivariateNormalDiag(states @ p["w"],
+                                                 jnp.exp(p["log_std"]) * jnp.ones((NUM_STATES, 2)))
+  rand = lambda p: jax.tree_util.tree_map(lambda x: jax.random.normal(k3, x.shape), p)
+  return {"categorical": (cat, cat_params, rand(cat_params)),
+          "gaussian": (gau, gau_params, rand(gau_params))}
+
+
+def _mean_kl(dist_fn, p, q):
+  return jnp.mean(dist_fn(p).kl_divergence(dist_fn(q)))
+
+
+def _add(a, b):
+  return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def test_gaussian_natural_gradient_is_sigma2_g_mu_and_half_g_log_sigma():
+  """F = diag(1/sigma^2, 2) in (mu, log sigma): F^-1 g = (sigma^2 g_mu, g_log_sigma / 2), exactly."""
+  params = {"mu": jnp.array(0.3), "log_sigma": jnp.array(-0.8)}
+  grads = {"mu": jnp.array(1.5), "log_sigma": jnp.array(-0.4)}
+  fvp = fisher_vector_product(lambda p: distrax.Normal(p["mu"], jnp.exp(p["log_sigma"])), params)
+  d, info = natural_gradient(grads, fvp, damping=0.0, iters=2, tol=0.0)
+  np.testing.assert_allclose(d["mu"], np.exp(-1.6) * 1.5, rtol=1e-5)
+  np.testing.assert_allclose(d["log_sigma"], -0.2, rtol=1e-5)
+  assert int(info.iterations) == 2
+
+
+def test_damped_natural_gradient_on_softmax_policy_matches_dense_solve():
+  dist_fn, params, grads = _policies()["categorical"]
+  fvp = fisher_vector_product(dist_fn, params)
+  flat, unravel = ravel_pytree(params)
+  dense = jax.jit(jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0]))(jnp.zeros_like(flat))
+  damping = 0.1
+  d, info = jax.jit(lambda g: natural_gradient(g, fvp, damping=damping, iters=30, tol=0.0))(grads)
+  expected = np.linalg.solve(np.asarray(dense, np.float64) + damping * np.eye(flat.size),
+                             np.asarray(ravel_pytree(grads)[0], np.float64))
+  np.testing.assert_allclose(ravel_pytree(d)[0], expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+  chex.assert_trees_all_equal_shapes_and_dtypes(d, grads)
+  assert bool(jnp.all(jnp.isfinite(ravel_pytree(d)[0])))
+
+
+@pytest.mark.parametrize("policy", ["categorical", "gaussian"])
+def test_trust_region_step_achieves_max_kl_and_damped_normalisation_undershoots(policy):
+  """Normalised with the undamped Fisher, the exact mean KL after the step is within 10% of max_kl = 0.01
+  for damping 1e-3, 0.1 and 1 (measured: categorical 1.01-1.03 x, Gaussian 0.94 x). Normalised with the
+  damped curvature d^T (F + lambda I) d, the KL falls to max_kl * d^T F d / d^T (F + lambda I) d: below 60%
+  of the target at damping 1 for both policies (categorical: 5% already at damping 1e-3, because the
+  gradient has a component in the softmax's null space that the damping term dominates)."""
+  dist_fn, params, grads = _policies()[policy]
+  max_kl = 0.01
+
+  @jax.jit
+  def run(damping):
+    fvp = fisher_vector_product(dist_fn, params)
+    d, _ = natural_gradient(grads, fvp, damping=damping, iters=40)
+    step, info = trust_region_step(d, grads, fvp, max_kl=max_kl)
+    damped = lambda v: jax.tree_util.tree_map(lambda a, b: a + damping * b, fvp(v), v)
+    step_damped, info_damped = trust_region_step(d, grads, damped, max_kl=max_kl)
+    return (_mean_kl(dist_fn, params, _add(params, step)), info,
+            _mean_kl(dist_fn, params, _add(params, step_damped)), info_damped)
+
+  for damping in [1e-3, 0.1, 1.0]:
+    kl, info, kl_damped, info_damped = run(jnp.asarray(damping))
+    np.testing.assert_allclose(info.predicted_kl, max_kl, rtol=1e-4)
+    assert abs(float(kl) / max_kl - 1.0) < 0.1, (damping, float(kl))
+    undershoot = float(info.curvature) / float(info_damped.curvature)  # d^T F d / d^T (F + lambda I) d
+    assert undershoot < 1.0
+    np.testing.assert_allclose(float(kl_damped) / max_kl, undershoot, rtol=0.1)
+    if damping == 1.0:
+      assert float(kl_damped) < 0.6 * max_kl
+
+
+def test_max_kl_is_traced_and_step_kl_scales_linearly():
+  dist_fn, params, grads = _policies()["categorical"]
+
+  def step_kl(max_kl):
+    fvp = fisher_vector_product(dist_fn, params)
+    d, _ = natural_gradient(grads, fvp, damping=0.1, iters=20)
+    step, info = trust_region_step(d, grads, fvp, max_kl=max_kl)
+    return info.predicted_kl, _mean_kl(dist_fn, params, _add(params, step))
+
+  radii = jnp.array([1e-4, 1e-3, 1e-2])
+  predicted, achieved = jax.jit(jax.vmap(step_kl))(radii)
+  np.testing.assert_allclose(predicted, radii, rtol=1e-4)
+  np.testing.assert_allclose(achieved / radii, 1.0, atol=0.1)
+
+
+def test_trust_region_guard_zero_and_null_space_directions():
+  p = jnp.array([0.2, -0.1, 0.5])
+  fvp = fisher_vector_product(lambda t: distrax.Categorical(logits=t), p)
+  for d in [jnp.zeros(3), jnp.ones(3)]:  # zero, and in the softmax Fisher's null space
+    step, info = trust_region_step(d, jnp.ones(3), fvp, max_kl=0.01)
+    np.testing.assert_array_equal(step, jnp.zeros(3))
+    assert float(info.scale) == 0.0 and bool(jnp.isfinite(info.predicted_kl))
+
+
+def test_line_search_hand_computed_quadratic():
+  """objective(x) = -(x - 1)^2 from x = 0 with the full step 4: fractions 1, 1/2, 1/4, ..."""
+  objective = lambda x: -jnp.sum((x - 1.0) ** 2)
+  no_kl = lambda x: jnp.zeros(())
+  x0, step = jnp.array([0.0]), jnp.array([4.0])
+  # f=1: x=4, improvement -8; f=1/2: x=2, improvement 0 (not > 0); f=1/4: x=1, improvement 1. Accept 1/4.
+  x, info = backtracking_line_search(objective, no_kl, x0, step, max_kl=1.0)
+  np.testing.assert_allclose(x, [1.0])
+  assert float(info.step_fraction) == 0.25 and int(info.num_backtracks) == 2 and bool(info.accepted)
+  np.testing.assert_allclose(info.improvement, 1.0)
+  # KL binding: kl(x) = x^2 <= 0.5 rejects x = 1, accepts x = 0.5 (f = 1/8, improvement 0.75).
+  x, info = backtracking_line_search(objective, lambda x: jnp.sum(x**2), x0, step, max_kl=0.5)
+  np.testing.assert_allclose(x, [0.5])
+  assert int(info.num_backtracks) == 3
+  np.testing.assert_allclose(info.kl, 0.25)
+  # Armijo: expected improvement g * s = 2 * 4 = 8. With accept_ratio 0.6, f=1/4 needs 1.2 > 1: reject;
+  # f=1/8 needs 0.6 <= 0.75: accept.
+  x, info = backtracking_line_search(objective, no_kl, x0, step, max_kl=1.0, expected_improvement=8.0,
+                                     accept_ratio=0.6)
+  np.testing.assert_allclose(x, [0.5])
+  # A descent step is never accepted: params unchanged.
+  x, info = backtracking_line_search(objective, no_kl, x0, -step, max_kl=1.0, num_steps=6)
+  np.testing.assert_array_equal(x, x0)
+  assert not bool(info.accepted) and int(info.num_backtracks) == 6 and float(info.step_fraction) == 0.0
+
+
+def test_line_search_rejects_non_finite_candidates():
+  objective = lambda x: jnp.sum(jnp.sqrt(3.0 - x) + x)  # NaN for x > 3, increasing up to x = 2.75
+  x, info = backtracking_line_search(objective, lambda x: jnp.zeros(()), jnp.array([0.0]),
+                                     jnp.array([8.0]), max_kl=1.0)
+  np.testing.assert_allclose(x, [2.0])  # x = 8 and x = 4 give NaN and are skipped; x = 2 improves
+  assert int(info.num_backtracks) == 2 and bool(jnp.isfinite(info.improvement))
+
+
+def _trpo_step(key, params, states, labels, max_kl):
+  """One TRPO step on a contextual classification bandit (reward 1 for the right class)."""
+  dist_fn = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"])
+  pi_old = dist_fn(params)
+  actions = pi_old.sample(seed=key)
+  rewards = (actions == labels).astype(jnp.float32)
+  adv = rewards - rewards.mean()
+  logp_old = jax.lax.stop_gradient(pi_old.log_prob(actions))
+  surrogate = lambda p: jnp.mean(jnp.exp(dist_fn(p).log_prob(actions) - logp_old) * adv)
+  kl_fn = lambda p: _mean_kl(dist_fn, params, p)
+  grads = jax.grad(surrogate)(params)
+  fvp = fisher_vector_product(dist_fn, params)
+  d, _ = natural_gradient(grads, fvp, damping=0.1, iters=10)
+  step, tr = trust_region_step(d, grads, fvp, max_kl=max_kl)
+  new, ls = backtracking_line_search(surrogate, kl_fn, params, step, max_kl=max_kl,
+                                     expected_improvement=tr.expected_improvement)
+  return new, ls
+
+
+def test_whole_trpo_step_under_jit_vmap_over_seeds(key):
+  k1, k2 = jax.random.split(key)
+  num_seeds = 64
+  states = jax.random.normal(k1, (NUM_STATES, 4))
+  true_w = jax.random.normal(k2, (4, 5))
+  labels = jnp.argmax(states @ true_w, axis=-1)
+  params = {"w": jnp.zeros((4, 5)), "b": jnp.zeros(5)}
+
+  step = jax.jit(jax.vmap(chex.assert_max_traces(_trpo_step, n=1), in_axes=(0, None, None, None, None)))
+  new, ls = step(jax.random.split(key, num_seeds), params, states, labels, 0.01)
+  step(jax.random.split(k1, num_seeds), params, states, labels, 0.02)  # new max_kl value: no retrace
+  chex.assert_shape(new["w"], (num_seeds, 4, 5))
+  assert bool(jnp.all(ls.kl <= 0.01)) and bool(jnp.all(jnp.where(ls.accepted, ls.improvement > 0, True)))
+  assert float(ls.accepted.mean()) > 0.5
+  # The expected reward (exact: mean over states of pi(label | s)) improves on average over seeds by
+  # more than 5 standard errors.
+  reward = lambda p: jnp.mean(jnp.take_along_axis(
+      jax.nn.softmax(states @ p["w"] + p["b"]), labels[:, None], axis=-1))
+  gains = jax.vmap(reward)(new) - reward(params)
+  assert float(gains.mean()) > 5 * float(gains.std(ddof=1)) / np.sqrt(num_seeds)
+
+
+def test_bad_input_raises_naming_the_argument():
+  dist_fn, params, grads = _policies()["categorical"]
+  fvp = fisher_vector_product(dist_fn, params)
+  with pytest.raises(ValueError, match="iters"):
+    natural_gradient(grads, fvp, iters=0)
+  with pytest.raises(ValueError, match="damping"):
+    natural_gradient(grads, fvp, damping=-0.1)
+  with pytest.raises(ValueError, match="fvp"):
+    natural_gradient({"w": grads["w"]}, fvp)
+  with pytest.raises(ValueError, match="fvp"):
+    natural_gradient(grads, lambda v: {"w": v["w"]})
+  with pytest.raises(TypeError, match="fvp"):
+    natural_gradient(grads, None)
+  with pytest.raises(ValueError, match="max_kl"):
+    trust_region_step(grads, grads, fvp, max_kl=0.0)
+  with pytest.raises(ValueError, match="max_kl"):
+    trust_region_step(grads, grads, fvp, max_kl=-1.0)
+  with pytest.raises(ValueError, match="grads"):
+    trust_region_step(grads, {"w": grads["w"]}, fvp, max_kl=0.01)
+  with pytest.raises(ValueError, match="num_steps"):
+    backtracking_line_search(jnp.sum, jnp.sum, jnp.zeros(2), jnp.ones(2), max_kl=0.1, num_steps=0)
+  with pytest.raises(ValueError, match="shrink"):
+    backtracking_line_search(jnp.sum, jnp.sum, jnp.zeros(2), jnp.ones(2), max_kl=0.1, shrink=1.5)
+  with pytest.raises(ValueError, match="step"):
+    backtracking_line_search(jnp.sum, jnp.sum, jnp.zeros(2), jnp.ones(3), max_kl=0.1)
