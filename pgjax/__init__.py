@@ -19,6 +19,7 @@ from pgjax._src.score_function import score_function
 from pgjax._src.losses import score_function_surrogate
 
 # --- natural gradient (issue 3)
+from pgjax import natural
 
 # --- zeroth-order and cross-entropy method (issue 6)
 from pgjax._src.noise import noise_table
@@ -35,6 +36,7 @@ __all__ = (
     "envs",
     "exact_gradient",
     "losses",
+    "natural",
     "noise_table",
     "pathwise",
     "problems",

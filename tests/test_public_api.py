@@ -8,6 +8,7 @@ EXPECTED_ALL = sorted([
     "envs",
     "exact_gradient",
     "losses",
+    "natural",
     "noise_table",
     "pathwise",
     "problems",
