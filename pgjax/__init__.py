@@ -26,12 +26,14 @@ from pgjax._src.noise import noise_table
 from pgjax._src.zeroth_order import zeroth_order
 
 # --- reinforcement learning (issue 4)
+from pgjax import algos
 from pgjax import envs
 from pgjax import returns
 from pgjax._src.rollout import rollout
 
 __all__ = (
     "__version__",
+    "algos",
     "baselines",
     "envs",
     "exact_gradient",

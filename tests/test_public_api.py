@@ -4,6 +4,7 @@ import pgjax
 
 EXPECTED_ALL = sorted([
     "__version__",
+    "algos",
     "baselines",
     "envs",
     "exact_gradient",

@@ -1,0 +1,32 @@
+"""``make_train(config)``: dispatch to the trainer of the config's type."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from pgjax._src.algos import episode_cem, reinforce
+
+__all__ = ["make_train", "register_trainer"]
+
+_TRAINERS: dict[type, Callable[[Any], Callable]] = {
+    reinforce.ReinforceConfig: reinforce.make_reinforce_train,
+    episode_cem.EpisodeCEMConfig: episode_cem.make_episode_cem_train,
+}
+
+
+def register_trainer(config_type: type, factory: Callable[[Any], Callable]) -> None:
+  """Registers ``factory(config) -> train`` for configs of ``config_type`` (internal use by each algo)."""
+  _TRAINERS[config_type] = factory
+
+
+def make_train(config: Any) -> Callable:
+  """Returns ``train(key) -> (params, metrics)`` for any pgjax.algos config (e.g. ``ReinforceConfig``).
+
+  Raises:
+    TypeError: ``config`` is not a known config type.
+  """
+  factory = _TRAINERS.get(type(config))
+  if factory is None:
+    names = ", ".join(sorted(t.__name__ for t in _TRAINERS))
+    raise TypeError(f"`config` must be one of {names}, got {type(config).__name__}.")
+  return factory(config)

@@ -1,0 +1,35 @@
+"""Training loops in the ``make_train(config) -> train(key) -> (params, metrics)`` shape.
+
+Each loop is fully jitted with the iterations in one ``lax.scan``; ``config`` is a frozen
+``flax.struct.dataclass`` (numeric fields traced, shape-changing fields static), so
+``jax.jit(jax.vmap(make_train(config)))(jax.random.split(key, num_seeds))`` trains many seeds at once.
+:func:`make_train` dispatches on the config's type.
+"""
+
+from pgjax._src.algos._common import Policy
+from pgjax._src.algos._common import episode_statistics
+from pgjax._src.algos._common import linear_gaussian_policy
+from pgjax._src.algos._common import make_env
+from pgjax._src.algos._common import mlp_policy
+from pgjax._src.algos.episode_cem import EpisodeCEMConfig
+from pgjax._src.algos.episode_cem import EpisodeCEMMetrics
+from pgjax._src.algos.episode_cem import make_episode_cem_train
+from pgjax._src.algos.make_train import make_train
+from pgjax._src.algos.reinforce import ReinforceConfig
+from pgjax._src.algos.reinforce import ReinforceMetrics
+from pgjax._src.algos.reinforce import make_reinforce_train
+
+__all__ = (
+    "EpisodeCEMConfig",
+    "EpisodeCEMMetrics",
+    "Policy",
+    "ReinforceConfig",
+    "ReinforceMetrics",
+    "episode_statistics",
+    "linear_gaussian_policy",
+    "make_env",
+    "make_episode_cem_train",
+    "make_reinforce_train",
+    "make_train",
+    "mlp_policy",
+)
