@@ -22,6 +22,7 @@ from pgjax._src.losses import score_function_surrogate
 from pgjax import natural
 
 # --- zeroth-order and cross-entropy method (issue 6)
+from pgjax import cem
 from pgjax._src.noise import noise_table
 from pgjax._src.zeroth_order import zeroth_order
 
@@ -35,6 +36,7 @@ __all__ = (
     "__version__",
     "algos",
     "baselines",
+    "cem",
     "envs",
     "exact_gradient",
     "losses",

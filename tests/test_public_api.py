@@ -6,6 +6,7 @@ EXPECTED_ALL = sorted([
     "__version__",
     "algos",
     "baselines",
+    "cem",
     "envs",
     "exact_gradient",
     "losses",
