@@ -14,10 +14,17 @@ from pgjax._src.problems import make_classification_data
 from pgjax._src.problems import policy_gradient_by_enumeration
 from pgjax._src.problems import Problem
 from pgjax._src.problems import score_weighted_gradient
+from pgjax._src.problems_argmax import argmax_accuracy
+from pgjax._src.problems_argmax import argmax_classifier
+from pgjax._src.problems_argmax import smoothed_argmax_accuracy
+from pgjax._src.problems_argmax import softmax_expected_reward
+from pgjax._src.problems_argmax import softmax_expected_reward_gradient
 
 __all__ = (
     "ClassificationData",
     "Problem",
+    "argmax_accuracy",
+    "argmax_classifier",
     "bernoulli_quadratic",
     "categorical_bandit",
     "classification_robot",
@@ -30,4 +37,7 @@ __all__ = (
     "make_classification_data",
     "policy_gradient_by_enumeration",
     "score_weighted_gradient",
+    "smoothed_argmax_accuracy",
+    "softmax_expected_reward",
+    "softmax_expected_reward_gradient",
 )

@@ -325,15 +325,15 @@ def test_pytree_structure_dtypes_jit_and_vmap(key):
   chex.assert_trees_all_equal_shapes(g, params)
   chex.assert_shape(gs["w"], (3, 2, 3))
   chex.assert_shape(auxs.values, (3, 4))
-  assert np.all(np.asarray(auxs.num_evals) == 4)
+  assert np.all(np.asarray(auxs.num_evaluations) == 4)
 
 
 def test_num_evals_reports_the_budget(key):
   _, aux_f = zeroth_order(f_sin, num_directions=7, sigma=0.1, scheme="forward")(key, X_SIN)
   _, aux_p = zeroth_order(f_sin, num_directions=7, sigma=0.1, scheme="plain", baseline="mean")(key, X_SIN)
   _, aux_a = zeroth_order(f_sin, num_directions=8, sigma=0.1, scheme="antithetic")(key, X_SIN)
-  assert int(aux_f.num_evals) == 8 and int(aux_p.num_evals) == 7 and int(aux_a.num_evals) == 8
-  np.testing.assert_allclose(aux_f.baseline, np.full(7, f_sin(X_SIN)), rtol=1e-6)
+  assert int(aux_f.num_evaluations) == 8 and int(aux_p.num_evaluations) == 7 and int(aux_a.num_evaluations) == 8
+  np.testing.assert_allclose(aux_f.baselines, np.full(7, f_sin(X_SIN)), rtol=1e-6)
 
 
 # ---------------------------------------------------------------- noise table

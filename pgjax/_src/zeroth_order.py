@@ -149,9 +149,9 @@ class ZerothOrderAux(NamedTuple):
       the first ``N/2`` are at :math:`x + \\sigma u_p`, the last ``N/2`` at
       :math:`x - \\sigma u_p`.
     fitness: ``[N]`` the values after shaping (equal to ``values`` without shaping).
-    baseline: ``[N]`` the baseline subtracted from each fitness (zeros for
+    baselines: ``[N]`` the baseline subtracted from each fitness (zeros for
       antithetic pairs and ``baseline="none"``; ``f(x)`` for forward differences).
-    num_evals: int32 scalar, the number of evaluations of ``f`` spent
+    num_evaluations: int32 scalar, the number of evaluations of ``f`` spent
       (``N``, plus one when ``f(x)`` is evaluated).
     estimand_changed: bool scalar, ``True`` when fitness shaping changed what is
       estimated (the estimate is then not unbiased for the smoothed gradient).
@@ -159,8 +159,8 @@ class ZerothOrderAux(NamedTuple):
 
   values: jax.Array
   fitness: jax.Array
-  baseline: jax.Array
-  num_evals: jax.Array
+  baselines: jax.Array
+  num_evaluations: jax.Array
   estimand_changed: jax.Array
 
 
@@ -450,8 +450,8 @@ def zeroth_order(
     aux = ZerothOrderAux(
         values=values,
         fitness=fit,
-        baseline=b,
-        num_evals=jnp.asarray(num_evals, jnp.int32),
+        baselines=b,
+        num_evaluations=jnp.asarray(num_evals, jnp.int32),
         estimand_changed=jnp.asarray(shaping is not None),
     )
     return grads, aux
