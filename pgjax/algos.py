@@ -15,6 +15,9 @@ from pgjax._src.algos.episode_cem import EpisodeCEMConfig
 from pgjax._src.algos.episode_cem import EpisodeCEMMetrics
 from pgjax._src.algos.episode_cem import make_episode_cem_train
 from pgjax._src.algos.make_train import make_train
+from pgjax._src.algos.natural_pg import NaturalPGConfig
+from pgjax._src.algos.natural_pg import NaturalPGMetrics
+from pgjax._src.algos.natural_pg import make_natural_pg_train
 from pgjax._src.algos.reinforce import ReinforceConfig
 from pgjax._src.algos.reinforce import ReinforceMetrics
 from pgjax._src.algos.reinforce import make_reinforce_train
@@ -22,6 +25,8 @@ from pgjax._src.algos.reinforce import make_reinforce_train
 __all__ = (
     "EpisodeCEMConfig",
     "EpisodeCEMMetrics",
+    "NaturalPGConfig",
+    "NaturalPGMetrics",
     "Policy",
     "ReinforceConfig",
     "ReinforceMetrics",
@@ -29,6 +34,7 @@ __all__ = (
     "linear_gaussian_policy",
     "make_env",
     "make_episode_cem_train",
+    "make_natural_pg_train",
     "make_reinforce_train",
     "make_train",
     "mlp_policy",

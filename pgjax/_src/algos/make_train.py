@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pgjax._src.algos import episode_cem, reinforce
+from pgjax._src.algos import episode_cem, natural_pg, reinforce
 
 __all__ = ["make_train", "register_trainer"]
 
 _TRAINERS: dict[type, Callable[[Any], Callable]] = {
     reinforce.ReinforceConfig: reinforce.make_reinforce_train,
     episode_cem.EpisodeCEMConfig: episode_cem.make_episode_cem_train,
+    natural_pg.NaturalPGConfig: natural_pg.make_natural_pg_train,
 }
 
 

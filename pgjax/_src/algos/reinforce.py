@@ -45,11 +45,14 @@ class ReinforceConfig:
     learning_rate: Adam step size. Traced.
     discount: :math:`\\gamma`. Traced.
     reward_to_go: reward-to-go (True) or full-return (False) weights. Static.
+    time_discount: multiply the reward-to-go by :math:`\\gamma^{t - t_0}` (unbiased for the
+      discounted objective when :math:`\\gamma < 1`; see :func:`pgjax.losses.reinforce_weights`). Static.
     baseline: ``"none"``, ``"mean"`` or ``"leave_one_out"`` (per time step across the batch). Static.
     normalize_advantages: divide the weights by their batch standard deviation (a common, biased
       rescaling that makes the learning rate scale-free). Static.
     entropy_coef: coefficient of the entropy bonus. Traced.
-    max_grad_norm: global-norm gradient clipping. Traced.
+    max_grad_norm: global-norm gradient clipping (``inf`` disables it). Traced.
+    optimizer: ``"adam"`` or ``"sgd"`` (plain gradient ascent: vanilla policy gradient). Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -62,10 +65,12 @@ class ReinforceConfig:
   learning_rate: float = 0.01
   discount: float = 1.0
   reward_to_go: bool = struct.field(pytree_node=False, default=True)
+  time_discount: bool = struct.field(pytree_node=False, default=False)
   baseline: str = struct.field(pytree_node=False, default="leave_one_out")
   normalize_advantages: bool = struct.field(pytree_node=False, default=True)
   entropy_coef: float = 0.0
   max_grad_norm: float = 1.0
+  optimizer: str = struct.field(pytree_node=False, default="adam")
 
 
 class ReinforceMetrics(NamedTuple):
@@ -90,12 +95,15 @@ def make_reinforce_train(config: ReinforceConfig):
     raise ValueError("`baseline='leave_one_out'` needs `num_envs >= 2`.")
   env, env_params = make_env(config.env, config.env_params)
   policy = config.policy or mlp_policy(env, env_params, config.hidden_sizes)
-  tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+  if config.optimizer not in ("adam", "sgd"):
+    raise ValueError(f"`optimizer` must be 'adam' or 'sgd', got {config.optimizer!r}.")
+  opt = optax.adam if config.optimizer == "adam" else optax.sgd
+  tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt(config.learning_rate))
 
   def loss_fn(params, traj):
     lp, ent = policy_log_prob_entropy(policy, params, traj.obs, traj.actions)
     w = tl.reinforce_weights(traj.rewards, traj.dones, discount=config.discount,
-                             reward_to_go=config.reward_to_go)
+                             reward_to_go=config.reward_to_go, time_discount=config.time_discount)
     w = tl.subtract_baseline(w, config.baseline)
     if config.normalize_advantages:
       w = w / (jnp.std(w) + 1e-8)

@@ -1,0 +1,155 @@
+r"""Natural policy gradient and TRPO as ``make_train(config) -> train(key)`` loops (pgjax.natural inside).
+
+Each iteration collects ``num_envs`` windows of ``num_steps`` steps, forms REINFORCE advantages
+:math:`A_t` (reward-to-go minus a per-step batch baseline, optionally normalised) and the surrogate
+
+.. math::
+   L(\theta') = \operatorname{mean}_{t,b}\ \frac{\pi_{\theta'}(a_t|s_t)}{\pi_\theta(a_t|s_t)} A_t,
+   \qquad \nabla L(\theta) = \operatorname{mean}_{t,b}\ \nabla\log\pi_\theta(a_t|s_t) A_t = g,
+
+whose gradient at :math:`\theta` is the policy gradient (per step). The direction
+:math:`d = (F + \lambda I)^{-1} g` comes from conjugate gradient on the exact Fisher of the policy's
+distribution averaged over the visited states (:func:`pgjax.natural.fisher_vector_product`, a
+Gauss-Newton product; the matrix is never formed). Then
+
+* ``method="npg"`` (Kakade, 2001): :math:`\theta \leftarrow \theta + \eta\, d` with a fixed step size;
+* ``method="trpo"`` (Schulman et al., 2015): the step is scaled to the KL radius
+  (:func:`pgjax.natural.trust_region_step`, undamped curvature) and accepted by the vectorised
+  backtracking line search on the exact mean KL and the surrogate
+  (:func:`pgjax.natural.backtracking_line_search`).
+
+No critic: the advantages are Monte-Carlo reward-to-go with a batch baseline (as in the original TRPO
+"single path" experiments without a learned value). Everything runs in one ``lax.scan``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from pgjax._src import fisher as _fisher
+from pgjax._src import natural_gradient as _ng
+from pgjax._src import trajectory_losses as tl
+from pgjax._src.algos._common import Policy, episode_statistics, make_env, mlp_policy, \
+    policy_log_prob_entropy
+from pgjax._src.returns import check_unit_interval
+from pgjax._src.rollout import rollout
+from pgjax._src.utils import check_positive_int
+
+__all__ = ["NaturalPGConfig", "NaturalPGMetrics", "make_natural_pg_train"]
+
+
+@struct.dataclass
+class NaturalPGConfig:
+  """Configuration of :func:`make_natural_pg_train` (frozen; static fields ``pytree_node=False``).
+
+  Attributes:
+    env, env_params, policy, hidden_sizes, num_iterations, num_envs, num_steps, discount,
+      reward_to_go, time_discount, baseline, normalize_advantages: as in
+      :class:`pgjax.algos.ReinforceConfig` (``time_discount`` multiplies the reward-to-go by
+      :math:`\\gamma^{t - t_0}`, the unbiased form for :math:`\\gamma < 1`).
+    method: ``"npg"`` (fixed step ``step_size``) or ``"trpo"`` (KL radius ``max_kl`` + line search). Static.
+    step_size: NPG step :math:`\\eta`. Traced.
+    max_kl: TRPO radius :math:`\\delta`. Traced.
+    damping: :math:`\\lambda` in :math:`(F + \\lambda I)^{-1} g`. Traced.
+    cg_iters: conjugate-gradient iterations. Static.
+    line_search_steps: TRPO backtracking fractions tried. Static.
+  """
+
+  env: Any = struct.field(pytree_node=False, default="CartPole-v1")
+  env_params: Any = None
+  policy: Policy | None = struct.field(pytree_node=False, default=None)
+  hidden_sizes: Sequence[int] = struct.field(pytree_node=False, default=(32, 32))
+  num_iterations: int = struct.field(pytree_node=False, default=50)
+  num_envs: int = struct.field(pytree_node=False, default=16)
+  num_steps: int = struct.field(pytree_node=False, default=500)
+  discount: float = 1.0
+  reward_to_go: bool = struct.field(pytree_node=False, default=True)
+  time_discount: bool = struct.field(pytree_node=False, default=False)
+  baseline: str = struct.field(pytree_node=False, default="leave_one_out")
+  normalize_advantages: bool = struct.field(pytree_node=False, default=True)
+  method: str = struct.field(pytree_node=False, default="trpo")
+  step_size: float = 0.1
+  max_kl: float = 0.01
+  damping: float = 0.1
+  cg_iters: int = struct.field(pytree_node=False, default=10)
+  line_search_steps: int = struct.field(pytree_node=False, default=10)
+
+
+class NaturalPGMetrics(NamedTuple):
+  """Per-iteration metrics, each ``[num_iterations]``."""
+
+  episode_return: jax.Array
+  completed_episode_return: jax.Array
+  grad_norm: jax.Array  # |g| of the per-step surrogate
+  kl: jax.Array  # exact mean KL(pi_old || pi_new) over the visited states after the update
+  step_fraction: jax.Array  # TRPO: accepted line-search fraction (0: rejected); NPG: 1
+  cg_residual: jax.Array
+
+
+def make_natural_pg_train(config: NaturalPGConfig):
+  """Builds ``train(key) -> (params, NaturalPGMetrics)`` for NPG or TRPO; see :class:`NaturalPGConfig`."""
+  num_iterations = check_positive_int(config.num_iterations, "num_iterations")
+  num_envs = check_positive_int(config.num_envs, "num_envs")
+  num_steps = check_positive_int(config.num_steps, "num_steps")
+  cg_iters = check_positive_int(config.cg_iters, "cg_iters")
+  ls_steps = check_positive_int(config.line_search_steps, "line_search_steps")
+  check_unit_interval(config.discount, "discount")
+  if config.method not in ("npg", "trpo"):
+    raise ValueError(f"`method` must be 'npg' or 'trpo', got {config.method!r}.")
+  if config.baseline not in ("none", "mean", "leave_one_out"):
+    raise ValueError(f"`baseline` must be 'none', 'mean' or 'leave_one_out', got {config.baseline!r}.")
+  if config.baseline == "leave_one_out" and num_envs < 2:
+    raise ValueError("`baseline='leave_one_out'` needs `num_envs >= 2`.")
+  env, env_params = make_env(config.env, config.env_params)
+  policy = config.policy or mlp_policy(env, env_params, config.hidden_sizes)
+
+  def train(key):
+    k_init, k_loop = jax.random.split(key)
+    params = policy.init(k_init)
+
+    def iteration(params, k):
+      traj = rollout(k, policy.apply, params, env, env_params, num_steps=num_steps, num_envs=num_envs)
+      w = tl.reinforce_weights(traj.rewards, traj.dones, discount=config.discount,
+                               reward_to_go=config.reward_to_go, time_discount=config.time_discount)
+      adv = tl.subtract_baseline(w, config.baseline)
+      if config.normalize_advantages:
+        adv = adv / (jnp.std(adv) + 1e-8)
+      adv = jax.lax.stop_gradient(adv)
+      old_lp = jax.lax.stop_gradient(policy_log_prob_entropy(policy, params, traj.obs, traj.actions)[0])
+      old_dist = policy.apply(params, traj.obs)
+
+      def surrogate(p):
+        lp, _ = policy_log_prob_entropy(policy, p, traj.obs, traj.actions)
+        return jnp.mean(jnp.exp(lp - old_lp) * adv)
+
+      def mean_kl(p):
+        kl = old_dist.kl_divergence(policy.apply(p, traj.obs))
+        return jnp.mean(kl)
+
+      g = jax.grad(surrogate)(params)
+      fvp = _fisher.fisher_vector_product(lambda p: policy.apply(p, traj.obs), params)
+      d, cg_info = _ng.natural_gradient(g, fvp, damping=config.damping, iters=cg_iters)
+      if config.method == "npg":
+        new_params = jax.tree.map(lambda p, x: p + config.step_size * x, params, d)
+        fraction = jnp.ones(())
+      else:
+        step, tr = _ng.trust_region_step(d, g, fvp, max_kl=config.max_kl)
+        new_params, ls = _ng.backtracking_line_search(
+            surrogate, mean_kl, params, step, max_kl=config.max_kl,
+            expected_improvement=tr.expected_improvement, num_steps=ls_steps)
+        fraction = ls.step_fraction
+      stats = episode_statistics(traj)
+      metrics = NaturalPGMetrics(stats.first_episode_return, stats.completed_episode_return,
+                                 optax.tree.norm(g), mean_kl(new_params), fraction,
+                                 cg_info.residual_norm)
+      return new_params, metrics
+
+    params, metrics = jax.lax.scan(iteration, params, jax.random.split(k_loop, num_iterations))
+    return params, metrics
+
+  return train
