@@ -221,3 +221,40 @@ def test_bad_input_raises_naming_the_argument():
     backtracking_line_search(jnp.sum, jnp.sum, jnp.zeros(2), jnp.ones(2), max_kl=0.1, shrink=1.5)
   with pytest.raises(ValueError, match="step"):
     backtracking_line_search(jnp.sum, jnp.sum, jnp.zeros(2), jnp.ones(3), max_kl=0.1)
+
+
+def test_cs285_linear_system_natural_field_points_at_the_riccati_optimum():
+  """Seed 001's 1-D example with the dynamics stated: s' = s + a, a ~ N(k s, sigma^2), r = -s^2 - a^2,
+  s_0 ~ N(0, 1), discount 0.99, infinite horizon. Closed forms (derived in
+  experiments/natural_gradient_field.py): J = -(1 + k^2) M - sigma^2 / (1 - g) with
+  M = (1 + g sigma^2 / (1 - g)) / (1 - g (1 + k)^2); Fisher over the discounted visitation
+  diag((1 - g) M / sigma^2, 2 / sigma^2); optimum (k*, 0) with the Riccati gain
+  k* = -g P / (1 + g P), g P^2 + (1 - 2g) P - 1 = 0."""
+  g = 0.99
+  p = ((2 * g - 1) + np.sqrt(1 + 4 * g * g)) / (2 * g)
+  k_star = -g * p / (1 + g * p)
+  # k* against a numerical argmin of J(k, 0) (float64 NumPy grid), and not the lecture's -1.
+  ks = np.linspace(-1.5, 0.0, 1_500_001)
+  assert abs(ks[np.argmax(-(1 + ks**2) / (1 - g * (1 + ks) ** 2))] - k_star) < 1e-5
+  np.testing.assert_allclose(k_star, -0.61525, atol=1e-5)
+
+  def second_moment(k, s):
+    return (1 + g * s**2 / (1 - g)) / (1 - g * (1 + k) ** 2)
+
+  def objective(theta):
+    k, s = theta
+    return -(1 + k**2) * second_moment(k, s) - s**2 / (1 - g)
+
+  def cosines(theta):
+    k, s = theta
+    grad = jax.grad(objective)(theta)
+    fisher = jnp.diag(jnp.stack([(1 - g) * second_moment(k, s) / s**2, 2 / s**2]))
+    nat, _ = natural_gradient(grad, lambda v: fisher @ v, damping=0.0, iters=2, tol=0.0)
+    to_opt = jnp.stack([k_star - k, -s])
+    cos = lambda f: jnp.dot(f, to_opt) / (jnp.linalg.norm(f) * jnp.linalg.norm(to_opt))
+    return cos(grad), cos(nat)
+
+  thetas = jnp.stack([jnp.linspace(-2.0, 0.0, 201), jnp.full(201, 0.05)], axis=-1)
+  cos_vanilla, cos_natural = jax.jit(jax.vmap(cosines))(thetas)
+  assert float(cos_natural.mean()) > 0.99
+  assert float(cos_vanilla.mean()) < 0.5

@@ -14,8 +14,8 @@ median over repeats; the machine is shared, so only the ratios measured side by 
 * ``forward_over_reverse``: ``kl_hessian_vector_product`` (jvp of the KL gradient), built + one product;
 * ``reverse_over_reverse``: gradient of <grad KL, v>, one product;
 * ``cg10_<product>``: gradient + construction of the product + ``natural_gradient(grads, fvp,
-  iters=10)`` (11 products: CG's 10 plus the trace-time shape check costs nothing at run time), i.e. the
-  whole cost of one natural-gradient direction including the gradient itself.
+  iters=10)`` (10 products; the trace-time shape checks cost nothing at run time), i.e. the whole cost
+  of one natural-gradient direction including the gradient itself.
 
 Target (issue 3): GGN <= 3 gradient-equivalents.
 
