@@ -14,27 +14,41 @@ from pgjax._src.algos._common import mlp_policy
 from pgjax._src.algos.episode_cem import EpisodeCEMConfig
 from pgjax._src.algos.episode_cem import EpisodeCEMMetrics
 from pgjax._src.algos.episode_cem import make_episode_cem_train
+from pgjax._src.algos.es import ESConfig
+from pgjax._src.algos.es import ESMetrics
+from pgjax._src.algos.es import episode_fitness
+from pgjax._src.algos.es import make_es_train
 from pgjax._src.algos.make_train import make_train
 from pgjax._src.algos.natural_pg import NaturalPGConfig
 from pgjax._src.algos.natural_pg import NaturalPGMetrics
 from pgjax._src.algos.natural_pg import make_natural_pg_train
+from pgjax._src.algos.param_cem import ParamCEMConfig
+from pgjax._src.algos.param_cem import ParamCEMMetrics
+from pgjax._src.algos.param_cem import make_param_cem_train
 from pgjax._src.algos.reinforce import ReinforceConfig
 from pgjax._src.algos.reinforce import ReinforceMetrics
 from pgjax._src.algos.reinforce import make_reinforce_train
 
 __all__ = (
+    "ESConfig",
+    "ESMetrics",
     "EpisodeCEMConfig",
     "EpisodeCEMMetrics",
     "NaturalPGConfig",
     "NaturalPGMetrics",
+    "ParamCEMConfig",
+    "ParamCEMMetrics",
     "Policy",
     "ReinforceConfig",
     "ReinforceMetrics",
+    "episode_fitness",
     "episode_statistics",
     "linear_gaussian_policy",
     "make_env",
     "make_episode_cem_train",
+    "make_es_train",
     "make_natural_pg_train",
+    "make_param_cem_train",
     "make_reinforce_train",
     "make_train",
     "mlp_policy",

@@ -120,3 +120,23 @@ def test_natural_pg_bad_config():
     algos.make_train(algos.NaturalPGConfig(method="ppo"))
   with pytest.raises(ValueError, match="cg_iters"):
     algos.make_train(algos.NaturalPGConfig(cg_iters=0))
+
+
+def test_es_cartpole_improves():
+  # OpenAI-ES (antithetic, centred ranks, Adam) with 32 perturbations of a 16-unit MLP. Measured over
+  # 4 seeds: population mean 82-269 after 18 iterations, 424-500 after 39 (experiments for longer runs).
+  config = algos.ESConfig(env="CartPole-v1", num_iterations=20, num_directions=32, sigma=0.1,
+                          learning_rate=0.03)
+  _, metrics = jax.jit(jax.vmap(algos.make_train(config)))(jax.random.split(jax.random.key(0), 2))
+  ret = np.asarray(metrics.episode_return)
+  assert np.all(ret[:, -3:].mean(axis=1) >= 60), ret[:, -5:]  # a random MLP scores ~20-40
+  assert np.all(ret[:, -3:].mean(axis=1) > ret[:, :3].mean(axis=1) + 30)
+
+
+def test_parameter_cem_cartpole_learns():
+  # Measured over 4 seeds: population mean 270-447 after 9 generations of 32.
+  config = algos.ParamCEMConfig(env="CartPole-v1", num_iterations=10, population_size=32)
+  params, metrics = jax.jit(jax.vmap(algos.make_train(config)))(jax.random.split(jax.random.key(0), 2))
+  ret = np.asarray(metrics.episode_return)
+  assert np.all(ret[:, -2:].mean(axis=1) >= 150), ret
+  assert np.all(np.asarray(metrics.max_return)[:, -1] == 500.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pgjax._src.algos import episode_cem, natural_pg, reinforce
+from pgjax._src.algos import episode_cem, es, natural_pg, param_cem, reinforce
 
 __all__ = ["make_train", "register_trainer"]
 
@@ -12,6 +12,8 @@ _TRAINERS: dict[type, Callable[[Any], Callable]] = {
     reinforce.ReinforceConfig: reinforce.make_reinforce_train,
     episode_cem.EpisodeCEMConfig: episode_cem.make_episode_cem_train,
     natural_pg.NaturalPGConfig: natural_pg.make_natural_pg_train,
+    es.ESConfig: es.make_es_train,
+    param_cem.ParamCEMConfig: param_cem.make_param_cem_train,
 }
 
 
