@@ -74,20 +74,44 @@ _MAX_CHUNK = 256
 
 
 def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_seeds: int) -> int:
-  """Picks a chunk size from the single-seed estimator's compiled temporary memory (a power of two)."""
-  per_seed = None
+  """Picks a chunk size (a power of two) from the size of one seed's outputs, without compiling.
+
+  The per-seed working set is estimated as a small multiple of the bytes the estimator returns (gradients
+  plus aux: samples, values, ...) found by ``jax.eval_shape`` (tracing only), and the chunk is sized so one
+  chunk's working set stays within a few MiB, which is where chunked ``vmap`` was fastest on a 2-core CPU.
+  """
   try:
-    lowered = jax.jit(estimator).lower(key, params)
-    mem = lowered.compile().memory_analysis()
-    if mem is not None:
-      per_seed = (mem.temp_size_in_bytes + mem.output_size_in_bytes + mem.argument_size_in_bytes)
-  except Exception:  # traced params (inside an outer jit/vmap) or no memory analysis on this backend
-    per_seed = None
-  if not per_seed:
-    per_seed = 16 * 4 * max(utils.tree_size(params), 1)
-  chunk = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // max(per_seed, 1)))
+    out = jax.eval_shape(estimator, key, params)
+    out_bytes = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                    for x in jax.tree_util.tree_leaves(out) if hasattr(x, "shape"))
+  except Exception:  # an estimator that cannot be traced abstractly here: fall back on the params' size
+    out_bytes = 4 * utils.tree_size(params)
+  per_seed = 16 * max(out_bytes, 64)
+  chunk = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // per_seed))
   chunk = 2 ** int(math.floor(math.log2(chunk)))
   return int(min(chunk, 2 ** int(math.ceil(math.log2(max(num_seeds, 1))))))
+
+
+def _fsum(x, axis=0):
+  """Sum along ``axis`` in a fixed pairwise order made of elementwise adds only.
+
+  ``jnp.sum`` lets XLA pick the reduction order, which can change with the memory layout (for example after
+  an all-gather, or under ``vmap``); halving the array with elementwise adds fixes the order, so the pooled
+  statistics are bit-identical whatever the device count. The cost is ``log2(n)`` elementwise passes.
+  """
+  x = jnp.moveaxis(jnp.asarray(x), axis, 0)
+  n = x.shape[0]
+  size = 1 << max(n - 1, 0).bit_length()
+  if size != n:  # adding exact zeros changes no bit
+    x = jnp.concatenate([x, jnp.zeros((size - n,) + x.shape[1:], x.dtype)])
+  while x.shape[0] > 1:
+    half = x.shape[0] // 2
+    x = x[:half] + x[half:]
+  return x[0]
+
+
+def _fnorm(x, axis=0):
+  return jnp.sqrt(_fsum(x * x, axis))
 
 
 def _chunk_moments(vals, mask):
@@ -168,9 +192,12 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
   type), ``shard_map`` over the ``num_groups`` contiguous seed groups (``num_groups`` is rounded up to a
   multiple of the device count), each device scanning its groups' chunks; the per-group moments are then
   all-gathered and pooled identically on every device. Padding seeds are masked out of every statistic.
-  Because a group's moments are accumulated chunk by chunk in the same order on any device, the result is
-  **bit-identical on 1, 2, 4, 8, ... devices** whenever the device count divides ``num_groups`` (32 by
-  default). On several hosts, call ``jax.distributed.initialize()`` first in every process and run the same
+  Because a group's moments are accumulated chunk by chunk in the same order on any device, and pooled with
+  fixed-order sums, the result is **bit-identical on 1, 2, 4, 8, ... devices** whenever the device count
+  divides ``num_groups`` (32 by default). One caveat, measured on CPU: inside an enclosing ``jax.vmap`` XLA
+  may fuse the pooling differently per device count, and as it contracts ``a * b + c`` into fused
+  multiply-adds within a fusion, the jackknife standard errors can then differ in the last bit (1 ulp seen);
+  every other field stays bit-identical. On several hosts, call ``jax.distributed.initialize()`` first in every process and run the same
   script everywhere (see ``experiments/multihost_sweep.py``); every process gets the full statistics.
 
   Args:
@@ -178,7 +205,7 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
     params: the point at which to estimate (any pytree).
     key: root PRNG key.
     num_seeds: S >= 2, static.
-    true_grad: optional pytree like ``params`` (or a flat ``[D]`` array); enables bias, MSE and cosine.
+    true_grad: optional pytree like ``params``; enables bias, MSE and cosine.
     chunk_size: seeds per chunk, static; ``None`` chooses from the estimator's compiled memory footprint.
     num_groups: contiguous seed groups, the unit of work per device and of the jackknife standard errors of
       the non-linear statistics (capped at ``num_seeds``, rounded up to a multiple of the device count).
@@ -200,12 +227,8 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
     raise TypeError(f"`devices` must be a non-empty sequence of jax.Device, got {devices!r}.")
   layout = seed_layout(num_seeds, chunk_size, num_groups, len(devices))
   if true_grad is not None:
-    flat_true = jnp.asarray(true_grad) if not jax.tree_util.tree_leaves(true_grad) or isinstance(
-        true_grad, (jax.Array, np.ndarray)) and jnp.ndim(true_grad) == 1 and not isinstance(params, jax.Array) \
-        else None
-    if flat_true is None:
-      utils.tree_check_same_structure(params, true_grad, "params", "true_grad")
-  mesh = _seeds_mesh(devices) if len(devices) > 1 else None
+    utils.tree_check_same_structure(params, true_grad, "params", "true_grad")
+  mesh = _seeds_mesh(devices)
   return _gradient_stats_jit(estimator, params, key, true_grad, layout=layout, mesh=mesh)
 
 
@@ -218,8 +241,7 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
   dtype = jnp.promote_types(flat_params.dtype, jnp.float32)
   has_true = true_grad is not None
   if has_true:
-    t = (jnp.asarray(true_grad, dtype) if isinstance(true_grad, jax.Array) and true_grad.ndim == 1
-         and true_grad.shape == (dim,) else ravel_pytree(true_grad)[0].astype(dtype))
+    t = ravel_pytree(true_grad)[0].astype(dtype)
     t_norm = jnp.linalg.norm(t)
 
   def one_seed(i):
@@ -252,61 +274,65 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
     _, moments = jax.lax.scan(group_step, None, group_ids)
     return moments
 
-  group_ids = jnp.arange(num_groups)
-  if mesh is None:
-    n_g, mean_g, m2_g = run_groups(group_ids)
-  else:
-    from jax.sharding import PartitionSpec as P
+  def pool(moments):
+    """Pools per-group moments ``(n [G], mean [G, K], M2 [G, K])`` into the statistics."""
+    n_g, mean_g, m2_g = moments
+    n = _fsum(n_g)
+    mean = _fsum(n_g[:, None] * mean_g) / n
+    m2 = _fsum(m2_g) + _fsum(n_g[:, None] * (mean_g - mean) ** 2)
+    var = m2 / (n - 1)
 
-    def per_device(ids):
-      return jax.tree_util.tree_map(lambda x: jax.lax.all_gather(x, "seeds", tiled=True),
-                                    run_groups(ids))
-    n_g, mean_g, m2_g = jax.shard_map(per_device, mesh=mesh, in_specs=P("seeds"), out_specs=P(),
-                                      check_vma=False)(group_ids)
+    # Leave-one-group-out moments for the jackknife.
+    n_l = n - n_g                                                   # [G]
+    mean_l = _safe_div(n * mean[None] - n_g[:, None] * mean_g, n_l[:, None])
+    m2_l = (m2[None] - m2_g - n_g[:, None] * (mean_g - mean[None]) ** 2
+            - n_l[:, None] * (mean_l - mean[None]) ** 2)
+    m2_l = jnp.maximum(m2_l, 0.0)
+    var_l = _safe_div(m2_l, (n_l - 1)[:, None])
+    valid = (n_g > 0) & (n_l > 1)
+    num_valid = _fsum(valid.astype(dtype))
 
-  # Pool the groups.
-  n = jnp.sum(n_g)
-  mean = jnp.sum(n_g[:, None] * mean_g, axis=0) / n
-  m2 = jnp.sum(m2_g, axis=0) + jnp.sum(n_g[:, None] * (mean_g - mean) ** 2, axis=0)
-  var = m2 / (n - 1)
+    def jackknife_se(theta_l):
+      theta_bar = _safe_div(_fsum(jnp.where(valid, theta_l, 0.0)), num_valid)
+      ss = _fsum(jnp.where(valid, (theta_l - theta_bar) ** 2, 0.0))
+      return jnp.sqrt(_safe_div(num_valid - 1.0, num_valid) * ss)
 
-  # Leave-one-group-out moments for the jackknife.
-  n_l = n - n_g                                                   # [G]
-  mean_l = _safe_div(n * mean[None] - n_g[:, None] * mean_g, n_l[:, None])
-  m2_l = (m2[None] - m2_g - n_g[:, None] * (mean_g - mean[None]) ** 2
-          - n_l[:, None] * (mean_l - mean[None]) ** 2)
-  m2_l = jnp.maximum(m2_l, 0.0)
-  var_l = _safe_div(m2_l, (n_l - 1)[:, None])
-  valid = (n_g > 0) & (n_l > 1)
-  num_valid = jnp.sum(valid)
+    g_mean, g_var = mean[:dim], var[:dim]
+    g_mean_l, g_var_l = mean_l[:, :dim], var_l[:, :dim]
+    total_var = _fsum(g_var)
+    total_var_l = _fsum(g_var_l, axis=1)
+    snr = _safe_div(_fnorm(g_mean), jnp.sqrt(total_var))
+    snr_l = _safe_div(_fnorm(g_mean_l, axis=1), jnp.sqrt(total_var_l))
+    nan = jnp.full((), jnp.nan, dtype)
+    if has_true:
+      bias_norm = _fnorm(g_mean - t)
+      bias_norm_l = _fnorm(g_mean_l - t[None], axis=1)
+      bias_norm_se = jackknife_se(bias_norm_l)
+      bias_sq = bias_norm ** 2 - total_var / n
+      mse, mse_se = mean[dim], jnp.sqrt(var[dim] / n)
+      cosine, cosine_se = mean[dim + 1], jnp.sqrt(var[dim + 1] / n)
+    else:
+      bias_norm = bias_norm_se = bias_sq = mse = mse_se = cosine = cosine_se = nan
 
-  def jackknife_se(theta_l):
-    theta_bar = _safe_div(jnp.sum(jnp.where(valid, theta_l, 0.0)), num_valid)
-    ss = jnp.sum(jnp.where(valid, (theta_l - theta_bar) ** 2, 0.0))
-    return jnp.sqrt(_safe_div(num_valid - 1.0, num_valid) * ss)
+    def to_tree(v):
+      return jax.tree_util.tree_map(lambda a, p: a.astype(jnp.asarray(p).dtype), unravel(v), params)
 
-  g_mean, g_var = mean[:dim], var[:dim]
-  g_mean_l, g_var_l = mean_l[:, :dim], var_l[:, :dim]
-  total_var = jnp.sum(g_var)
-  total_var_l = jnp.sum(g_var_l, axis=1)
-  snr = _safe_div(jnp.linalg.norm(g_mean), jnp.sqrt(total_var))
-  snr_l = _safe_div(jnp.linalg.norm(g_mean_l, axis=1), jnp.sqrt(total_var_l))
-  nan = jnp.full((), jnp.nan, dtype)
-  if has_true:
-    bias_norm = jnp.linalg.norm(g_mean - t)
-    bias_norm_l = jnp.linalg.norm(g_mean_l - t[None], axis=1)
-    bias_norm_se = jackknife_se(bias_norm_l)
-    bias_sq = bias_norm ** 2 - total_var / n
-    mse, mse_se = mean[dim], jnp.sqrt(var[dim] / n)
-    cosine, cosine_se = mean[dim + 1], jnp.sqrt(var[dim + 1] / n)
-  else:
-    bias_norm = bias_norm_se = bias_sq = mse = mse_se = cosine = cosine_se = nan
+    return GradientStats(
+        num_seeds=n.astype(jnp.int32), mean=to_tree(g_mean), mean_se=to_tree(jnp.sqrt(g_var / n)),
+        total_variance=total_var, total_variance_se=jackknife_se(total_var_l),
+        bias_norm=bias_norm, bias_norm_se=bias_norm_se, bias_sq=bias_sq, mse=mse, mse_se=mse_se,
+        cosine=cosine, cosine_se=cosine_se, snr=snr, snr_se=jackknife_se(snr_l))
 
-  def to_tree(v):
-    return jax.tree_util.tree_map(lambda a, p: a.astype(jnp.asarray(p).dtype), unravel(v), params)
+  # Every device runs the same program on the same data: its groups' chunks in order, then (after an
+  # all-gather of the per-group moments) the same pooling. One device runs the same shard_map on a 1-device
+  # mesh, so the compiled arithmetic, hence every bit, matches across device counts.
+  from jax.sharding import PartitionSpec as P
 
-  return GradientStats(
-      num_seeds=n.astype(jnp.int32), mean=to_tree(g_mean), mean_se=to_tree(jnp.sqrt(g_var / n)),
-      total_variance=total_var, total_variance_se=jackknife_se(total_var_l),
-      bias_norm=bias_norm, bias_norm_se=bias_norm_se, bias_sq=bias_sq, mse=mse, mse_se=mse_se,
-      cosine=cosine, cosine_se=cosine_se, snr=snr, snr_se=jackknife_se(snr_l))
+  def per_device(ids):
+    moments = run_groups(ids)
+    if mesh.size > 1:
+      moments = jax.tree_util.tree_map(lambda x: jax.lax.all_gather(x, "seeds", tiled=True), moments)
+    return pool(moments)
+
+  return jax.shard_map(per_device, mesh=mesh, in_specs=P("seeds"), out_specs=P(),
+                       check_vma=False)(jnp.arange(num_groups))

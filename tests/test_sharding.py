@@ -1,0 +1,136 @@
+"""Sharding of gradient_stats over the seed axis: bit-identical results on 1, 2 and 8 (forced CPU)
+devices, padding dropped from the statistics, and the seed layout's invariants."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+import pgjax
+from pgjax._src.sweep import seed_layout
+
+# Runs in a subprocess: the device count is fixed when JAX starts.
+_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.flatten_util import ravel_pytree
+    import pgjax
+    from pgjax._src import sweep
+
+    assert jax.device_count() == 8, jax.devices()
+    devs = jax.devices()
+    problem = pgjax.problems.gaussian_quadratic()
+    est = pgjax.score_function(problem.f, problem.dist_fn, num_samples=4)
+    tg = problem.true_grad(problem.params)
+    key = jax.random.key(11)
+
+    def bits(stats, fields=None):
+      fields = fields or stats._fields
+      flat = [np.asarray(x, np.float32).ravel() for f in fields
+              for x in jax.tree_util.tree_leaves(getattr(stats, f))]
+      return np.concatenate(flat).tobytes().hex()
+
+    JACKKNIFE = ("total_variance_se", "bias_norm_se", "snr_se")
+
+    out = {"bits": {}, "checks": {}}
+    for num_seeds in (777, 5):
+      for d in (1, 2, 8):
+        s = pgjax.sweep.gradient_stats(est, problem.params, key, num_seeds=num_seeds, true_grad=tg,
+                                       chunk_size=16, devices=devs[:d])
+        out["bits"][f"S={num_seeds} D={d}"] = bits(s)
+        if d == 8:
+          # Reference from every seed's gradient, computed directly: padding must not leak in.
+          g = jax.vmap(lambda i: ravel_pytree(est(jax.random.fold_in(key, i), problem.params)[0])[0])(
+              jnp.arange(num_seeds))
+          g = np.asarray(g, np.float64)
+          out["checks"][f"S={num_seeds}"] = dict(
+              num_seeds=int(s.num_seeds),
+              mean_err=float(np.abs(np.asarray(ravel_pytree(s.mean)[0]) - g.mean(0)).max()),
+              mean_scale=float(np.abs(g.mean(0)).max()),
+              var=float(s.total_variance), var_ref=float(g.var(0, ddof=1).sum()),
+              mse=float(s.mse),
+              mse_ref=float(np.mean(np.sum((g - np.asarray(ravel_pytree(tg)[0])) ** 2, 1))))
+
+    # jit(vmap) over a traced hyperparameter, as run_grid does: sharding inside vmap, same bits.
+    def stats_at(scale, devices):
+      def e(k, p):
+        g, aux = est(k, p)
+        return jax.tree_util.tree_map(lambda x: scale * x, g), aux
+      return pgjax.sweep.gradient_stats(e, problem.params, key, num_seeds=300, chunk_size=8,
+                                        devices=devices)
+    scales = jnp.array([0.5, 1.0, 2.0])
+    for d in (1, 8):
+      fn = jax.jit(jax.vmap(lambda s: stats_at(s, devs[:d])))
+      res = fn(scales)
+      out["bits"][f"vmap D={d}"] = bits(res, [f for f in res._fields if f not in JACKKNIFE])
+      out[f"vmap se D={d}"] = [np.asarray(getattr(res, f)).tolist() for f in JACKKNIFE[::2]]
+      if d == 8:
+        out["hlo_all_gather"] = "all-gather" in fn.lower(scales).compile().as_text()
+    print("RESULT" + json.dumps(out))
+    """)
+
+
+@pytest.fixture(scope="module")
+def eight_devices():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+  line = [l for l in proc.stdout.decode().splitlines() if l.startswith("RESULT")][-1]
+  return json.loads(line[len("RESULT"):])
+
+
+@pytest.mark.parametrize("num_seeds", [777, 5])
+def test_bit_identical_on_1_2_and_8_devices(eight_devices, num_seeds):
+  bits = eight_devices["bits"]
+  assert bits[f"S={num_seeds} D=1"] == bits[f"S={num_seeds} D=2"] == bits[f"S={num_seeds} D=8"]
+
+
+def test_bit_identical_under_jit_vmap_and_actually_sharded(eight_devices):
+  # Under an enclosing vmap every field but the jackknife SEs is bit-identical; those may differ in the last
+  # bit (XLA fuses, hence FMA-contracts, the pooling differently; see gradient_stats' docstring).
+  assert eight_devices["bits"]["vmap D=1"] == eight_devices["bits"]["vmap D=8"]
+  np.testing.assert_allclose(eight_devices["vmap se D=1"], eight_devices["vmap se D=8"], rtol=1e-6)
+  assert eight_devices["hlo_all_gather"]  # the 8-device program gathers per-device group moments
+
+
+@pytest.mark.parametrize("num_seeds", [777, 5])
+def test_padding_is_dropped_from_the_statistics(eight_devices, num_seeds):
+  c = eight_devices["checks"][f"S={num_seeds}"]
+  assert c["num_seeds"] == num_seeds
+  assert c["mean_err"] <= 1e-5 * max(1.0, c["mean_scale"])
+  np.testing.assert_allclose(c["var"], c["var_ref"], rtol=1e-4)
+  np.testing.assert_allclose(c["mse"], c["mse_ref"], rtol=1e-4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(num_seeds=st.integers(2, 10 ** 7), chunk=st.integers(1, 4096), groups=st.integers(2, 64),
+       devices=st.sampled_from([1, 2, 3, 4, 8, 16]))
+def test_seed_layout_invariants(num_seeds, chunk, groups, devices):
+  lay = seed_layout(num_seeds, chunk, groups, devices)
+  assert lay.num_groups % devices == 0
+  assert lay.chunk_size <= chunk
+  num_chunks = lay.num_groups * lay.chunks_per_group
+  assert num_seeds <= lay.padded_seeds
+  # Padding stays below one seed per chunk, or is whole empty groups when seeds < groups.
+  assert lay.padded_seeds - num_seeds < max(num_chunks, lay.num_groups * lay.chunk_size)
+  if num_seeds >= lay.num_groups:
+    assert lay.padded_seeds - num_seeds < num_chunks
+  # The layout (hence every bit of the result) does not depend on a device count dividing the groups.
+  if min(groups, num_seeds) % devices == 0:
+    assert lay == seed_layout(num_seeds, chunk, groups, 1)
+
+
+def test_bad_devices_raise():
+  problem = pgjax.problems.gaussian_quadratic()
+  est = pgjax.score_function(problem.f, problem.dist_fn, num_samples=2)
+  for bad in ([], ["cpu:0"]):
+    with pytest.raises(TypeError, match="devices"):
+      pgjax.sweep.gradient_stats(est, problem.params, jax.random.key(0), num_seeds=4, devices=bad)
