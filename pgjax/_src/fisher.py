@@ -73,6 +73,7 @@ from typing import Any, Callable
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from pgjax._src import linalg
 
@@ -345,21 +346,31 @@ def _distribution_outputs(dist, output_fisher):
   return "kl", z, rebuild
 
 
-_SIMPLE_METADATA = (bool, int, float, str, type(None), type, jnp.dtype)
+try:  # distrax's pytree base class (not re-exported at the top level)
+  from distrax._src.utils.jittable import Jittable as _Jittable  # pylint: disable=g-import-not-at-top
+except ImportError:  # pragma: no cover - other distrax layouts: treat every distribution as opaque
+  _Jittable = None
+
+_SIMPLE_METADATA = (bool, int, float, str, type(None), type, np.dtype, tuple)
 
 
 def _rebuildable(treedef) -> bool:
-  """True when every node's static metadata is simple (no functions or objects hiding arrays)."""
+  """True when no node hides arrays in its static metadata (e.g. closures inside a distrax bijector).
+
+  distrax distributions are pytrees whose ``tree_flatten`` keeps everything that is not a JAX array
+  (shapes, dtypes, but also functions and other objects) as static metadata; a distribution that keeps
+  parameter-dependent closures there cannot be rebuilt from its leaves.
+  """
+  if _Jittable is None:
+    return False
   node = treedef.node_data()
   if node is not None:
     node_type, aux = node
-    if isinstance(node_type, type) and hasattr(node_type, "tree_flatten") and isinstance(aux, tuple) \
-        and len(aux) == 3 and isinstance(aux[0], list):  # distrax Jittable: (metadata, switch, treedef)
+    if (isinstance(node_type, type) and issubclass(node_type, _Jittable)
+        and isinstance(aux, tuple) and len(aux) == 3):  # (metadata, switch, inner treedef)
       metadata, _, inner = aux
-      for m in metadata:
-        if not isinstance(m, _SIMPLE_METADATA) and not (isinstance(m, type(jnp.float32.dtype))
-                                                       or isinstance(m, tuple)):
-          return False
+      if not all(isinstance(m, _SIMPLE_METADATA) for m in metadata):
+        return False
       if isinstance(inner, jax.tree_util.PyTreeDef) and not _rebuildable(inner):
         return False
   return all(_rebuildable(c) for c in treedef.children())
