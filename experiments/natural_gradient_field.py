@@ -352,6 +352,10 @@ def main(argv=None):
                       {m: round(v, 4) for m, v in best_final.items()}, "natural < 0.5 * min(vanilla)",
                       best_final["natural_trust_region"] < 0.5 * best_vanilla))
 
+  nat_div = [p["diverged_fraction"] for p in summary["natural_trust_region"]["per_step_size"]]
+  claims.append(Claim("natural trust-region training never diverged (every KL radius, every seed)",
+                      max(nat_div), "== 0", max(nat_div) == 0.0))
+
   fig, ax = plt.subplots(figsize=(8, 5))
   colors = {"vanilla": "tab:orange", "vanilla_normalised": "tab:green", "natural_trust_region": "tab:blue"}
   its = np.arange(1, iters + 1)
