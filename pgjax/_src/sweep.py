@@ -67,27 +67,50 @@ def _safe_div(a, b):
   return jnp.where(ok, a / jnp.where(ok, b, 1.0), 0.0)
 
 
-# Per-seed memory budget for one chunk, in bytes; chosen on this project's 2-core CPU (SPEC 4: a full vmap
-# over 1024 seeds was 2.4-3.1x slower than chunks because it is memory-bound).
-_CHUNK_BYTES = 4 * 2 ** 20
-_MAX_CHUNK = 256
+# Chunk-size budgets, measured on this project's 2-core CPU with experiments/benchmarks/sweep_strategies.py
+# (SPEC 4: a full vmap over 1024 seeds of a REINFORCE loss was 2.4-3.1x slower than chunks, memory-bound;
+# tiny estimators, on the other hand, need large chunks to amortise the per-iteration cost of the loop).
+_CHUNK_BYTES = 8 * 2 ** 20     # aim: one chunk's intermediates within ~8 MiB
+_MIN_VECTOR = 8                # vectorise at least this many seeds ...
+_MAX_CHUNK_BYTES = 256 * 2 ** 20  # ... unless that exceeds this much memory
+_MAX_CHUNK = 4096
+
+
+def _intermediate_bytes(estimator: Estimator, params: Any, key: jax.Array) -> int:
+  """Bytes of every intermediate value of one seed's computation (an upper bound on its working set)."""
+  closed = jax.make_jaxpr(estimator)(key, params)
+  total = 0
+  for eqn in closed.jaxpr.eqns:
+    for var in eqn.outvars:
+      aval = getattr(var, "aval", None)
+      shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
+      if shape is None or dtype is None:
+        continue
+      try:
+        total += int(np.prod(shape)) * np.dtype(dtype).itemsize
+      except TypeError:  # key types and other extended dtypes
+        total += 8 * int(np.prod(shape))
+  return total
 
 
 def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_seeds: int) -> int:
-  """Picks a chunk size (a power of two) from the size of one seed's outputs, without compiling.
+  r"""Picks a chunk size (a power of two) from one seed's intermediates, found by tracing (no compilation).
 
-  The per-seed working set is estimated as a small multiple of the bytes the estimator returns (gradients
-  plus aux: samples, values, ...) found by ``jax.eval_shape`` (tracing only), and the chunk is sized so one
-  chunk's working set stays within a few MiB, which is where chunked ``vmap`` was fastest on a 2-core CPU.
+  With :math:`W` the bytes of all intermediate values in the jaxpr of one seed, the chunk is the largest
+  power of two with :math:`C\,W \le 8` MiB (so a chunk stays in cache), at least 8 seeds (vectorising over
+  seeds pays even past the cache) unless 8 seeds exceed 256 MiB, at most 4096 and at most the next power of
+  two of ``num_seeds``. :func:`seed_layout` may then lower it so that the chunks tile the seed groups.
+  Measured on a 2-core CPU: within 10% of the best fixed chunk for both a 3-d and a 256-d Gaussian
+  score-function estimator (``experiments/benchmarks/sweep_strategies.py``).
   """
   try:
-    out = jax.eval_shape(estimator, key, params)
-    out_bytes = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
-                    for x in jax.tree_util.tree_leaves(out) if hasattr(x, "shape"))
+    per_seed = max(_intermediate_bytes(estimator, params, key), 64)
   except Exception:  # an estimator that cannot be traced abstractly here: fall back on the params' size
-    out_bytes = 4 * utils.tree_size(params)
-  per_seed = 16 * max(out_bytes, 64)
-  chunk = max(1, min(_MAX_CHUNK, _CHUNK_BYTES // per_seed))
+    per_seed = 64 * max(utils.tree_size(params), 1)
+  chunk = _CHUNK_BYTES // per_seed
+  if chunk < _MIN_VECTOR:
+    chunk = min(_MIN_VECTOR, max(1, _MAX_CHUNK_BYTES // per_seed))
+  chunk = min(_MAX_CHUNK, max(1, chunk))
   chunk = 2 ** int(math.floor(math.log2(chunk)))
   return int(min(chunk, 2 ** int(math.ceil(math.log2(max(num_seeds, 1))))))
 
@@ -116,9 +139,10 @@ def _fnorm(x, axis=0):
 
 def _chunk_moments(vals, mask):
   """(count, mean, M2) of the rows of ``vals [C, K]`` where ``mask [C]`` is 1."""
+  # Fused masked sums, not `mask @ vals`: a tiny matmul per chunk costs more than the sums it replaces.
   n = jnp.sum(mask)
-  mean = _safe_div(mask @ vals, n)
-  m2 = mask @ (vals - mean[None]) ** 2
+  mean = _safe_div(jnp.sum(mask[:, None] * vals, axis=0), n)
+  m2 = jnp.sum(mask[:, None] * (vals - mean[None]) ** 2, axis=0)
   return n, mean, m2
 
 
@@ -228,7 +252,7 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
   layout = seed_layout(num_seeds, chunk_size, num_groups, len(devices))
   if true_grad is not None:
     utils.tree_check_same_structure(params, true_grad, "params", "true_grad")
-  mesh = _seeds_mesh(devices)
+  mesh = _seeds_mesh(devices) if len(devices) > 1 else None
   return _gradient_stats_jit(estimator, params, key, true_grad, layout=layout, mesh=mesh)
 
 
@@ -261,16 +285,34 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
   width = dim + (2 if has_true else 0)
 
   def run_groups(group_ids):
-    """Moments (n [g], mean [g, K], M2 [g, K]) of groups ``group_ids [g]``, chunk after chunk."""
+    r"""Moments (n [g], mean [g, K], M2 [g, K]) of groups ``group_ids [g]``, chunk after chunk.
+
+    Within a group, shifted sums :math:`\sum_i (v_i - c)` and :math:`\sum_i (v_i - c)^2` are accumulated in
+    one pass per chunk, with the shift :math:`c` = the group's first seed's value (so the sums are of
+    deviations of the order of a standard deviation, and :math:`M_2 = \sum d^2 - (\sum d)^2 / n` loses
+    little precision); this costs one fused reduction per chunk, where a per-chunk two-pass mean and a merge
+    cost three, which matters for cheap estimators.
+    """
     def group_step(carry, g):
+      first = g * chunks_per_group * chunk_size
+
       def chunk_step(acc, j):
-        idx = (g * chunks_per_group + j) * chunk_size + jnp.arange(chunk_size)
+        start = first + j * chunk_size
+        idx = start + jnp.arange(chunk_size)
         valid = idx < num_seeds
         vals = jax.vmap(one_seed)(jnp.where(valid, idx, num_seeds - 1))
-        return _merge(acc, _chunk_moments(vals, valid.astype(dtype))), None
-      zeros = (jnp.zeros((), dtype), jnp.zeros((width,), dtype), jnp.zeros((width,), dtype))
-      acc, _ = jax.lax.scan(chunk_step, zeros, jnp.arange(chunks_per_group))
-      return carry, acc
+        shift, s1, s2 = acc
+        shift = jnp.where(j == 0, vals[0], shift)  # the group's first seed (padding only if all is)
+        dev = jnp.where(valid[:, None], vals - shift[None], 0.0)
+        return (shift, s1 + jnp.sum(dev, axis=0), s2 + jnp.sum(dev * dev, axis=0)), None
+
+      zeros = (jnp.zeros((width,), dtype),) * 3
+      (shift, s1, s2), _ = jax.lax.scan(chunk_step, zeros, jnp.arange(chunks_per_group))
+      n = jnp.clip(num_seeds - first, 0, chunks_per_group * chunk_size).astype(dtype)
+      mean_dev = _safe_div(s1, n)
+      m2 = jnp.maximum(s2 - s1 * mean_dev, 0.0)
+      mean = jnp.where(n > 0, shift + mean_dev, 0.0)
+      return carry, (n, mean, m2)
     _, moments = jax.lax.scan(group_step, None, group_ids)
     return moments
 
@@ -324,15 +366,17 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
         cosine=cosine, cosine_se=cosine_se, snr=snr, snr_se=jackknife_se(snr_l))
 
   # Every device runs the same program on the same data: its groups' chunks in order, then (after an
-  # all-gather of the per-group moments) the same pooling. One device runs the same shard_map on a 1-device
-  # mesh, so the compiled arithmetic, hence every bit, matches across device counts.
+  # all-gather of the per-group moments) the same pooling, so the arithmetic, hence every bit, matches
+  # across device counts.
   from jax.sharding import PartitionSpec as P
 
   def per_device(ids):
     moments = run_groups(ids)
-    if mesh.size > 1:
+    if mesh is not None:
       moments = jax.tree_util.tree_map(lambda x: jax.lax.all_gather(x, "seeds", tiled=True), moments)
     return pool(moments)
 
+  if mesh is None:  # one device: the same per-device program, without the shard_map wrapper (~10% faster)
+    return per_device(jnp.arange(num_groups))
   return jax.shard_map(per_device, mesh=mesh, in_specs=P("seeds"), out_specs=P(),
                        check_vma=False)(jnp.arange(num_groups))
