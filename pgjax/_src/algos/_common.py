@@ -125,18 +125,19 @@ def linear_gaussian_policy(init_gain: float = 0.0, init_log_std: float = 0.0) ->
   return Policy(init, apply)
 
 
-def policy_log_prob_entropy(policy: Policy, params: Any, obs: Any, actions: jax.Array
-                            ) -> tuple[jax.Array, jax.Array]:
+def policy_log_prob_entropy(policy: Policy, params: Any, obs: Any, actions: jax.Array, *,
+                            entropy: bool = True) -> tuple[jax.Array, jax.Array | None]:
   """Log-probabilities and entropies of ``actions`` under ``policy`` for batched ``obs`` ``[T, B, ...]``.
 
-  Non-scalar per-step log-probabilities (independent action dimensions) are summed.
+  Non-scalar per-step log-probabilities (independent action dimensions) are summed. With
+  ``entropy=False`` the entropy is not computed (``None``).
   """
   dist = policy.apply(params, obs)
   lead = jnp.shape(actions)[:2]
-  lp = dist.log_prob(actions)
-  ent = dist.entropy()
-  lp = jnp.sum(lp.reshape(lead + (-1,)), axis=-1)
-  ent = jnp.sum(ent.reshape(lead + (-1,)), axis=-1)
+  lp = jnp.sum(dist.log_prob(actions).reshape(lead + (-1,)), axis=-1)
+  if not entropy:
+    return lp, None
+  ent = jnp.sum(dist.entropy().reshape(lead + (-1,)), axis=-1)
   return lp, ent
 
 
@@ -150,9 +151,11 @@ class EpisodeStats(NamedTuple):
 
 def episode_statistics(traj: Trajectory) -> EpisodeStats:
   """Undiscounted episode returns from a ``[T, B]`` trajectory (first episode; completed episodes)."""
-  first = _returns.first_episode_mask(traj.dones)
+  dones = traj.dones.astype(jnp.int32)
+  first = (jnp.cumsum(dones, axis=0) - dones) == 0  # no done strictly before t
   first_ret = jnp.mean(jnp.sum(jnp.where(first, traj.rewards, 0.0), axis=0))
-  ep_ret = _returns.episode_returns(traj.rewards, traj.dones)
-  n = jnp.sum(traj.dones)
-  completed = jnp.sum(jnp.where(traj.dones, ep_ret, 0.0)) / jnp.maximum(n, 1)
+  # a step belongs to a completed episode iff some done happens at or after it
+  in_completed = jnp.flip(jnp.cumsum(jnp.flip(dones, 0), axis=0), 0) > 0
+  n = jnp.sum(dones)
+  completed = jnp.sum(jnp.where(in_completed, traj.rewards, 0.0)) / jnp.maximum(n, 1)
   return EpisodeStats(first_ret, completed, n)

@@ -25,7 +25,7 @@ from pgjax._src.algos._common import Policy, episode_statistics, make_env, mlp_p
     policy_log_prob_entropy
 from pgjax._src.returns import check_unit_interval
 from pgjax._src.rollout import rollout
-from pgjax._src.utils import check_positive_int
+from pgjax._src.utils import check_positive_int, is_concrete
 
 __all__ = ["ReinforceConfig", "ReinforceMetrics", "make_reinforce_train"]
 
@@ -80,7 +80,7 @@ class ReinforceMetrics(NamedTuple):
   completed_episode_return: jax.Array
   loss: jax.Array
   grad_norm: jax.Array
-  entropy: jax.Array
+  entropy: jax.Array  # mean policy entropy (0 when entropy_coef is a concrete 0: not computed)
 
 
 def make_reinforce_train(config: ReinforceConfig):
@@ -100,14 +100,19 @@ def make_reinforce_train(config: ReinforceConfig):
   opt = optax.adam if config.optimizer == "adam" else optax.sgd
   tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt(config.learning_rate))
 
+  # Skip the entropy (a full extra pass over the batch) when its coefficient is a concrete 0.
+  use_entropy = not (is_concrete(config.entropy_coef) and float(config.entropy_coef) == 0.0)
+
   def loss_fn(params, traj):
-    lp, ent = policy_log_prob_entropy(policy, params, traj.obs, traj.actions)
+    lp, ent = policy_log_prob_entropy(policy, params, traj.obs, traj.actions, entropy=use_entropy)
     w = tl.reinforce_weights(traj.rewards, traj.dones, discount=config.discount,
                              reward_to_go=config.reward_to_go, time_discount=config.time_discount)
     w = tl.subtract_baseline(w, config.baseline)
     if config.normalize_advantages:
       w = w / (jnp.std(w) + 1e-8)
     loss = tl.policy_gradient_loss(lp, w) / num_steps  # per-step scale: lr independent of T
+    if not use_entropy:
+      return loss, jnp.zeros((), loss.dtype)
     return loss + config.entropy_coef * tl.entropy_loss(ent), jnp.mean(ent)
 
   def train(key):
