@@ -106,3 +106,22 @@ def test_bad_input():
     pgjax.rollout(jax.random.key(0), gaussian_policy, THETA, object(), PARAMS, num_steps=2)
   with pytest.raises(TypeError, match="key"):
     pgjax.rollout(0, gaussian_policy, THETA, ENV, PARAMS, num_steps=2)
+
+
+def test_flax_nnx_policy_via_split_merge():
+  from flax import nnx
+
+  class Net(nnx.Module):
+    def __init__(self, rngs):
+      self.linear = nnx.Linear(1, 1, rngs=rngs)
+
+    def __call__(self, x):
+      return self.linear(x)
+
+  graphdef, state = nnx.split(Net(nnx.Rngs(0)))
+  apply = lambda s, o: distrax.MultivariateNormalDiag(nnx.merge(graphdef, s)(o), jnp.ones(1))
+  traj = pgjax.rollout(jax.random.key(0), apply, state, ENV, PARAMS, num_steps=4)
+  assert traj.actions.shape == (4, 1)
+  # the loss is differentiable with respect to the nnx state (a pytree)
+  g = jax.grad(lambda s: jnp.sum(jax.vmap(lambda o, a: apply(s, o).log_prob(a))(traj.obs, traj.actions)))(state)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
