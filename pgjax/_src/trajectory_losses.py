@@ -286,9 +286,9 @@ def importance_weighted_loss(log_probs: ArrayLike, behaviour_log_probs: ArrayLik
     variance exponential in the horizon.
   * ``"per_decision"``: :math:`w_t = \sum_{t' \ge t}\gamma^{t'-t} r_{t'} \prod_{u=t_0}^{t'}\rho_u`: the
     reward at :math:`t'` is weighted by the ratios up to :math:`t'` only (what happened after it cannot
-    change it). Unbiased, lower variance than ``"trajectory"`` (Precup et al., 2000). CS285's slide
-    writes the same sum with the ratios split into :math:`\prod_{u \le t}` and
-    :math:`\prod_{t \le u \le t'}`, which counts :math:`\rho_t` twice; this is the correct form.
+    change it). Unbiased, lower variance than ``"trajectory"`` (Precup et al., 2000). Split as
+    :math:`\prod_{u \le t}\rho_u \cdot \prod_{t < u \le t'}\rho_u` (the form in CS285's
+    derivation); the second product starts after :math:`t`, so every ratio is used once.
   * ``"per_step"``: :math:`w_t = \rho_t Q_t`: the state-marginal ratio and all other steps' ratios are
     dropped. Biased, with an error bounded by the policies' divergence (TRPO's surrogate
     :math:`E[\rho_t A_t]` has this gradient); equal to the on-policy REINFORCE loss when
