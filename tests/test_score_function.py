@@ -133,20 +133,20 @@ def test_jit_vmap_and_single_trace(key):
   prob = PROBLEMS["gaussian_quadratic"]()
   est = pgjax.score_function(prob.f, prob.dist_fn, num_samples=N, baseline="leave_one_out")
   traced = jax.jit(chex.assert_max_traces(est, n=1))
-  g_eager, _ = est(key, prob.params)
   g_jit, _ = traced(key, prob.params)
+  g_eager, _ = est(key, prob.params)
   chex.assert_trees_all_close(g_eager, g_jit, rtol=1e-5)
   # New keys and new params values: no retrace.
   other = jax.tree_util.tree_map(lambda x: x + 0.1, prob.params)
   traced(jax.random.fold_in(key, 1), other)
   traced(jax.random.fold_in(key, 2), prob.params)
   keys = jax.random.split(key, 5)
-  gs, _ = jax.vmap(est, in_axes=(0, None))(keys, prob.params)
-  g2, _ = est(keys[2], prob.params)
+  gs, _ = jax.jit(jax.vmap(est, in_axes=(0, None)))(keys, prob.params)
+  g2, _ = traced(keys[2], prob.params)
   chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[2], gs), g2, rtol=1e-5)
   # vmap over params too (a batch of problems).
   batched = jax.tree_util.tree_map(lambda x: jnp.stack([x, x + 1]), prob.params)
-  gp, _ = jax.vmap(est)(keys[:2], batched)
+  gp, _ = jax.jit(jax.vmap(est))(keys[:2], batched)
   chex.assert_shape(gp["mean"], (2, 2))
 
 
