@@ -29,12 +29,13 @@ modules.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from pgjax._src import utils
 
 PyTree = Any
 
@@ -197,16 +198,6 @@ def conjugate_gradient(
 # --------------------------------------------------------------------------
 
 
-def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
-  """:math:`\\sum_\\text{leaves} \\langle a, b \\rangle` (real), accumulated in float32 or wider."""
-  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-  if not la:
-    return jnp.zeros(())
-  dtype = jnp.result_type(*[jnp.asarray(x).dtype for x in la + lb], jnp.float32)
-  parts = [jnp.vdot(jnp.asarray(x, dtype), jnp.asarray(y, dtype)) for x, y in zip(la, lb)]
-  return sum(parts[1:], parts[0])
-
-
 def tree_axpy(alpha: jax.Array, x: PyTree, y: PyTree) -> PyTree:
   """``alpha * x + y`` leafwise, keeping ``y``'s dtypes."""
   return jax.tree_util.tree_map(lambda a, b: (alpha.astype(b.dtype) * a + b).astype(b.dtype), x, y)
@@ -228,62 +219,10 @@ def tree_scalar_dtype(tree: PyTree) -> jnp.dtype:
   return jnp.result_type(*[jnp.asarray(x).dtype for x in leaves], jnp.float32)
 
 
-def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
-  """Returns ``value`` as an int; TypeError unless an integer, ValueError below ``minimum``."""
-  if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-    raise TypeError(f"`{name}` must be a Python int (static), got {value!r} of type "
-                    f"{type(value).__name__}.")
-  if value < minimum:
-    raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
-  return int(value)
-
-
-def _is_concrete(x: Any) -> bool:
-  if isinstance(x, (numbers.Number, np.ndarray, np.generic)):
-    return True
-  return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
-
-
-def check_nonnegative(value: Any, name: str, *, strict: bool = False) -> None:
-  """ValueError if a *concrete* ``value`` is negative (or <= 0 when ``strict``) or not finite.
-
-  Traced values pass unchecked: they are meant to be swept with ``vmap``.
-  """
-  if value is None or not _is_concrete(value):
-    return
-  arr = np.asarray(value)
-  if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-    raise TypeError(f"`{name}` must be a real number, got {value!r}.")
-  bad = np.any(arr <= 0) if strict else np.any(arr < 0)
-  if bad or not np.all(np.isfinite(arr)):
-    rel = "> 0" if strict else ">= 0"
-    raise ValueError(f"`{name}` must be finite and {rel}, got {value!r}.")
-
-
-def check_callable(fn: Any, name: str) -> None:
-  if not callable(fn):
-    raise TypeError(f"`{name}` must be callable, got {type(fn).__name__}.")
-
-
-def check_float_tree(tree: PyTree, name: str) -> PyTree:
-  """Converts leaves to arrays; TypeError unless every leaf is a real floating array."""
-  leaves = jax.tree_util.tree_leaves(tree)
-  if not leaves:
-    raise ValueError(f"`{name}` must be a non-empty pytree of arrays.")
-  for leaf in leaves:
-    dtype = jnp.asarray(leaf).dtype if not hasattr(leaf, "dtype") else leaf.dtype
-    if not jnp.issubdtype(dtype, jnp.floating):
-      raise TypeError(f"`{name}` leaves must be real floating arrays, got dtype {dtype}.")
-  return jax.tree_util.tree_map(jnp.asarray, tree)
-
-
-def check_same_structure(a: PyTree, b: PyTree, name_a: str, name_b: str) -> None:
-  """ValueError if two pytrees differ in tree structure or leaf shapes (static check)."""
-  ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
-  if ta != tb:
-    raise ValueError(f"`{name_a}` and `{name_b}` must have the same tree structure, got "
-                     f"{ta} and {tb}.")
-  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-    if np.shape(x) != np.shape(y):
-      raise ValueError(f"`{name_a}` and `{name_b}` leaves must have the same shapes, got "
-                       f"{np.shape(x)} and {np.shape(y)}.")
+# Static argument checks live in pgjax._src.utils (shared with the rest of the library).
+check_int = utils.check_positive_int
+check_nonnegative = utils.check_nonnegative
+check_callable = utils.check_callable
+check_float_tree = utils.check_float_tree
+check_same_structure = utils.tree_check_same_structure
+tree_vdot = utils.tree_vdot

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from pgjax._src import linalg
+from pgjax._src import utils
 from pgjax._src.linalg import CGInfo
 
 PyTree = Any
@@ -278,7 +279,7 @@ def backtracking_line_search(
   num_steps = linalg.check_int(num_steps, "num_steps", minimum=1)
   linalg.check_nonnegative(max_kl, "max_kl", strict=True)
   linalg.check_nonnegative(shrink, "shrink", strict=True)
-  if linalg._is_concrete(shrink) and not float(shrink) < 1.0:  # pylint: disable=protected-access
+  if utils.is_concrete(shrink) and not float(shrink) < 1.0:
     raise ValueError(f"`shrink` must be in (0, 1), got {shrink!r}.")
   linalg.check_nonnegative(accept_ratio, "accept_ratio")
   params = linalg.check_float_tree(params, "params")

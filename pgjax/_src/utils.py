@@ -28,13 +28,35 @@ def is_concrete(x: Any) -> bool:
 
 def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> None:
   """Raises ValueError if a *concrete* ``value`` is not (strictly) positive; traced values pass."""
-  if not is_concrete(value):
+  check_nonnegative(value, name, strict=not allow_zero)
+
+
+def check_nonnegative(value: Any, name: str, *, strict: bool = False) -> None:
+  """ValueError if a *concrete* ``value`` is negative (or <= 0 when ``strict``) or not finite.
+
+  ``None`` and traced values pass unchecked: numeric hyperparameters are meant to be swept with ``vmap``.
+  """
+  if value is None or not is_concrete(value):
     return
   arr = np.asarray(value)
-  bad = np.any(arr < 0) if allow_zero else np.any(arr <= 0)
-  if bad or np.any(~np.isfinite(arr)):
-    rel = ">= 0" if allow_zero else "> 0"
+  if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+    raise TypeError(f"`{name}` must be a real number, got {value!r}.")
+  bad = np.any(arr <= 0) if strict else np.any(arr < 0)
+  if bad or not np.all(np.isfinite(arr)):
+    rel = "> 0" if strict else ">= 0"
     raise ValueError(f"`{name}` must be finite and {rel}, got {value!r}.")
+
+
+def check_float_tree(tree: Any, name: str) -> Any:
+  """Converts leaves to arrays; TypeError unless every leaf is a real floating array."""
+  leaves = jax.tree_util.tree_leaves(tree)
+  if not leaves:
+    raise ValueError(f"`{name}` must be a non-empty pytree of arrays.")
+  for leaf in leaves:
+    dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.asarray(leaf).dtype
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(f"`{name}` leaves must be real floating arrays, got dtype {dtype}.")
+  return jax.tree_util.tree_map(jnp.asarray, tree)
 
 
 def check_callable(fn: Any, name: str) -> None:
@@ -48,9 +70,13 @@ def tree_size(tree: Any) -> int:
 
 
 def tree_vdot(a: Any, b: Any) -> jax.Array:
-  """Sum of elementwise products over all leaves (real)."""
-  leaves = jax.tree_util.tree_map(lambda x, y: jnp.vdot(x, y), a, b)
-  return sum(jax.tree_util.tree_leaves(leaves), jnp.zeros(()))
+  """:math:`\\sum_\\text{leaves} \\langle a, b \\rangle` (real), accumulated in float32 or wider."""
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  if not la:
+    return jnp.zeros(())
+  dtype = jnp.result_type(*[jnp.asarray(x).dtype for x in la + lb], jnp.float32)
+  parts = [jnp.vdot(jnp.asarray(x, dtype), jnp.asarray(y, dtype)) for x, y in zip(la, lb)]
+  return sum(parts[1:], parts[0])
 
 
 def tree_check_same_structure(a: Any, b: Any, name_a: str, name_b: str) -> None:
