@@ -7,6 +7,7 @@ from pgjax._src.grid import run_grid
 from pgjax._src.sweep import choose_chunk_size
 from pgjax._src.sweep import gradient_stats
 from pgjax._src.sweep import GradientStats
+from pgjax._src.sweep import map_seeds
 
 __all__ = (
     "GradientStats",
@@ -14,6 +15,7 @@ __all__ = (
     "GridResult",
     "choose_chunk_size",
     "gradient_stats",
+    "map_seeds",
     "run_grid",
 )
 

@@ -40,6 +40,9 @@ _SCRIPT = textwrap.dedent("""
 
     JACKKNIFE = ("total_variance_se", "bias_norm_se", "snr_se")
 
+    def bits_tree(tree):
+      return np.concatenate([np.asarray(x).ravel() for x in jax.tree_util.tree_leaves(tree)]).tobytes().hex()
+
     out = {"bits": {}, "checks": {}}
     for num_seeds in (777, 5):
       for d in (1, 2, 8):
@@ -74,6 +77,20 @@ _SCRIPT = textwrap.dedent("""
       out[f"vmap se D={d}"] = [np.asarray(getattr(res, f)).tolist() for f in JACKKNIFE[::2]]
       if d == 8:
         out["hlo_all_gather"] = "all-gather" in fn.lower(scales).compile().as_text()
+    # map_seeds (training loops): per-seed outputs, bit-identical across device counts, equal to vmap.
+    def train(k):
+      def step(w, kk):
+        return w - 0.1 * (w - 1.0 + 0.3 * jax.random.normal(kk, w.shape)), jnp.sum(w ** 2)
+      return jax.lax.scan(step, jnp.zeros(4), jax.random.split(k, 20))
+    for d in (1, 2, 8):
+      out["bits"][f"map_seeds D={d}"] = bits_tree(pgjax.sweep.map_seeds(
+          train, key, num_seeds=37, chunk_size=4, devices=devs[:d]))
+    ref = jax.vmap(train)(jax.random.split(key, 37))
+    got = pgjax.sweep.map_seeds(train, key, num_seeds=37)
+    out["map_seeds_shapes"] = [list(x.shape) for x in jax.tree_util.tree_leaves(got)]
+    out["map_seeds_vs_vmap"] = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                                   for a, b in zip(jax.tree_util.tree_leaves(got),
+                                                   jax.tree_util.tree_leaves(ref)))
     print("RESULT" + json.dumps(out))
     """)
 
@@ -99,6 +116,13 @@ def test_bit_identical_under_jit_vmap_and_actually_sharded(eight_devices):
   assert eight_devices["bits"]["vmap D=1"] == eight_devices["bits"]["vmap D=8"]
   np.testing.assert_allclose(eight_devices["vmap se D=1"], eight_devices["vmap se D=8"], rtol=1e-6)
   assert eight_devices["hlo_all_gather"]  # the 8-device program gathers per-device group moments
+
+
+def test_map_seeds_bit_identical_and_equal_to_vmap(eight_devices):
+  bits = eight_devices["bits"]
+  assert bits["map_seeds D=1"] == bits["map_seeds D=2"] == bits["map_seeds D=8"]
+  assert eight_devices["map_seeds_shapes"] == [[37, 4], [37, 20]]
+  assert eight_devices["map_seeds_vs_vmap"] <= 1e-5
 
 
 @pytest.mark.parametrize("num_seeds", [777, 5])
