@@ -83,6 +83,27 @@ def test_cells_match_closed_form_and_record_provenance(tmp_path):
   assert again.rows == res.rows
 
 
+def test_one_compilation_across_sigma_damping_and_learning_rate(tmp_path):
+  r"""g = mu + (lr sigma / (1 + damping)) mean(z): tr Cov = D (lr sigma / (1 + damping))^2 / N."""
+  counter = {"traces": 0}
+
+  def factory(problem, n, sigma, damping, learning_rate):
+    counter["traces"] += 1
+    scale = learning_rate * sigma / (1.0 + damping)
+    return noisy_factory()(problem, n, scale)
+
+  grid = {"sigma": [0.5, 2.0], "damping": [0.0, 1.0], "learning_rate": [0.1, 1.0]}
+  res = run_grid({"es_like": factory}, {"toy": toy_problem(dim=2)}, sample_sizes=[8], num_seeds=1000,
+                 key=5, out_dir=tmp_path, hyperparameters={"es_like": grid}, progress=False)
+  assert len(res.rows) == 8 and counter["traces"] == 1 and res.num_compiled == 1
+  seen = set()
+  for row in res.rows:
+    expected = 2 * (row["learning_rate"] * row["sigma"] / (1 + row["damping"])) ** 2 / 8
+    assert abs(row["total_variance"] - expected) <= 5 * row["total_variance_se"], row
+    seen.add((row["sigma"], row["damping"], row["learning_rate"]))
+  assert len(seen) == 8
+
+
 def test_cell_equals_direct_gradient_stats(tmp_path):
   problem = pgjax.problems.gaussian_quadratic()
   res = run_grid({"sf": lambda p, n: pgjax.score_function(p.f, p.dist_fn, num_samples=n)},
