@@ -2,8 +2,12 @@ r"""Statistics of a gradient estimator over many independent seeds, in one compi
 
 :func:`gradient_stats` runs an estimator on seeds :math:`i = 0..S-1` with keys ``fold_in(key, i)`` (so seed
 ``i``'s stream does not depend on ``S``, the chunk size or the device count), in fixed-size chunks (``vmap``
-inside a chunk, ``lax.scan`` across chunks) so memory is bounded by the chunk, and accumulates streaming,
-numerically stable moments (Chan et al.'s parallel update of mean and sum of squared deviations).
+inside a chunk, ``lax.scan`` across chunks) so memory is bounded by the chunk, sharded over all devices
+(:func:`seed_layout`: contiguous groups of seeds, whole groups per device). Within a group it accumulates
+one-pass sums of deviations from the group's first value (shifted sums: one fused reduction per chunk,
+with little cancellation), and pools the groups with Chan et al.'s parallel formulas in a fixed order, so
+the result does not depend on the device count. :func:`map_seeds` is the same machinery for per-seed
+outputs (training loops over many seeds).
 
 Standard errors: linear statistics (per-coordinate mean, MSE, mean cosine) use the sample standard deviation
 over seeds divided by :math:`\sqrt S`. Non-linear statistics (total variance, bias norm, SNR) use the
@@ -213,7 +217,9 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
     key: root PRNG key.
     num_seeds: S >= 2, static.
     true_grad: optional pytree like ``params``; enables bias, MSE and cosine.
-    chunk_size: seeds per chunk, static; ``None`` chooses from the estimator's compiled memory footprint.
+    chunk_size: at most this many seeds per chunk, static; ``None`` chooses from the size of one seed's
+      intermediates (:func:`choose_chunk_size`, tracing only). :func:`seed_layout` may lower it so the
+      chunks tile the seed groups with less than one padding seed per chunk.
     num_groups: contiguous seed groups, the unit of work per device and of the jackknife standard errors of
       the non-linear statistics (capped at ``num_seeds``, rounded up to a multiple of the device count).
     devices: devices to shard the seeds over (a sequence of ``jax.Device``); ``None`` uses all devices.
