@@ -275,7 +275,7 @@ def zeroth_order(
       requires ``directions="gaussian"``).
     batch_size: evaluate ``f`` over the directions in chunks of this many with
       ``lax.map`` instead of one ``vmap`` (bounds memory). Default: ``vmap`` for
-      fresh directions, chunks of about 2M floats for a noise table.
+      fresh directions, chunks of about 1M floats for a noise table.
 
   Returns:
     ``estimator(key, params) -> (grads, aux)`` with ``grads`` shaped and typed
@@ -406,7 +406,7 @@ def zeroth_order(
 
     bs = batch_size
     if bs is None and table is not None:
-      bs = max(1, min(m, 2**21 // max(d, 1)))
+      bs = max(1, min(m, 2**20 // max(d, 1)))
     if bs is None:
       outs = jax.vmap(member)((dirs, eval_keys))
     else:

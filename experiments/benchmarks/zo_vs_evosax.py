@@ -1,0 +1,153 @@
+r"""Per-generation time: pgjax's antithetic zeroth-order estimator + an optax step vs evosax's OpenES.
+
+One generation = draw a population of P = 256 (128 antithetic pairs), evaluate the sphere function
+:math:`f(x) = \sum_k x_k^2` on every member, form the ES gradient and take an SGD step (``optax.sgd(1e-3)``
+in both). evosax ``Open_ES`` uses identity fitness shaping (so both compute the same estimator up to its
+normalisation), antithetic sampling and the same population and dimension. Variants timed side by side:
+
+* ``evosax``: ``Open_ES.ask`` -> ``vmap(f)`` -> ``Open_ES.tell`` in one ``jax.jit``;
+* ``pgjax_iid``: ``pgjax.zeroth_order(f, num_directions=256, sigma=0.1, scheme="antithetic")`` + optax;
+* ``pgjax_table``: the same with ``noise=pgjax.noise_table(...)`` (slices of a shared table of 2**25
+  normals at random offsets, an approximation of iid directions; the population is never materialised);
+* ``read_population``: ``vmap(f)`` over an already materialised ``[P, d]`` population, i.e. the time to
+  read the perturbed population once (the floor for any method that evaluates f on P perturbed points).
+
+Timings are medians over repeats; within each repeat the variants run interleaved (the machine is shared,
+so only ratios measured in one run are meaningful). d in {10, 1000, 100000}.
+
+Run: ``python experiments/benchmarks/zo_vs_evosax.py [--quick]``; writes
+``results/benchmarks/zo_vs_evosax.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import pgjax  # noqa: E402
+from _common import Claim, parse_args, save_results  # noqa: E402
+
+POP = 256
+SIGMA = 0.1
+LR = 1e-3
+
+
+def sphere(x):
+  return jnp.sum(x * x)
+
+
+def make_variants(d: int, table):
+  from evosax.algorithms import Open_ES
+  from evosax.core.fitness_shaping import identity_fitness_shaping_fn
+
+  x0 = jnp.full((d,), 0.5, jnp.float32)
+  opt = optax.sgd(LR)
+
+  es = Open_ES(population_size=POP, solution=x0, use_antithetic_sampling=True, optimizer=opt,
+               std_schedule=optax.constant_schedule(SIGMA), fitness_shaping_fn=identity_fitness_shaping_fn)
+  es_params = es.default_params
+  es_state = es.init(jax.random.key(0), x0, es_params)
+
+  @jax.jit
+  def evosax_gen(key, state):
+    k1, k2 = jax.random.split(key)
+    pop, state = es.ask(k1, state, es_params)
+    fit = jax.vmap(sphere)(pop)
+    state, _ = es.tell(k2, pop, fit, state, es_params)
+    return state
+
+  def pgjax_gen_fn(estimator):
+    @jax.jit
+    def gen(key, carry):
+      x, opt_state = carry
+      g, _ = estimator(key, x)
+      upd, opt_state = opt.update(g, opt_state, x)
+      return optax.apply_updates(x, upd), opt_state
+    return gen
+
+  iid = pgjax_gen_fn(pgjax.zeroth_order(sphere, num_directions=POP, sigma=SIGMA, scheme="antithetic"))
+  tab = pgjax_gen_fn(pgjax.zeroth_order(sphere, num_directions=POP, sigma=SIGMA, scheme="antithetic",
+                                        noise=table))
+  population = x0 + SIGMA * jax.random.normal(jax.random.key(1), (POP, d))
+
+  @jax.jit
+  def read_population(key, carry):  # key unused: same call signature as the others
+    return jax.vmap(sphere)(carry)
+
+  return {
+      "evosax": (evosax_gen, es_state),
+      "pgjax_iid": (iid, (x0, opt.init(x0))),
+      "pgjax_table": (tab, (x0, opt.init(x0))),
+      "read_population": (read_population, population),
+  }
+
+
+def time_variants(variants, *, repeats: int, inner: int):
+  """Median seconds per call for each variant; variants interleaved within every repeat."""
+  states = {}
+  for name, (fn, carry) in variants.items():  # compile + warm up
+    out = fn(jax.random.key(0), carry)
+    jax.block_until_ready(out)
+    states[name] = out if name != "read_population" else carry
+  times = {name: [] for name in variants}
+  key = jax.random.key(123)
+  for r in range(repeats):
+    for name, (fn, _) in variants.items():
+      carry = states[name]
+      t0 = time.perf_counter()
+      for i in range(inner):
+        out = fn(jax.random.fold_in(key, r * inner + i), carry)
+        if name != "read_population":
+          carry = out
+      jax.block_until_ready(out)
+      times[name].append((time.perf_counter() - t0) / inner)
+      states[name] = carry
+  return {name: float(np.median(v)) for name, v in times.items()}, times
+
+
+def main():
+  started = time.time()
+  args = parse_args(__doc__.splitlines()[0], extra=lambda p: p.add_argument(
+      "--dims", type=int, nargs="+", default=[10, 1000, 100000], help="dimensions to time"))
+  args.out = os.path.join(args.out, "benchmarks")
+  table = pgjax.noise_table(jax.random.key(42), size=2 ** 25)
+  dims = tuple(args.dims)
+  repeats = 5 if args.quick else 15
+  rows = {}
+  for d in dims:
+    inner = 50 if d <= 100 else 20 if d <= 10000 else 2
+    med, raw = time_variants(make_variants(d, table), repeats=repeats, inner=inner)
+    ratios = {
+        "pgjax_iid / evosax": med["pgjax_iid"] / med["evosax"],
+        "pgjax_table / evosax": med["pgjax_table"] / med["evosax"],
+        "evosax / pgjax_table (speed-up)": med["evosax"] / med["pgjax_table"],
+        "pgjax_table / read_population": med["pgjax_table"] / med["read_population"],
+    }
+    rows[d] = {"median_seconds": med, "ratios": ratios, "raw_seconds": raw, "inner_calls": inner}
+    print(f"d={d:>6}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in med.items()))
+    print("          " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()))
+  big = rows[max(dims)]["ratios"]
+  claims = [Claim(f"pgjax iid Gaussian / evosax OpenES time at d={d}", round(rows[d]["ratios"]["pgjax_iid / evosax"], 3),
+                  "<= 1.0", rows[d]["ratios"]["pgjax_iid / evosax"] <= 1.0) for d in dims]
+  claims += [
+      Claim(f"evosax / pgjax noise-table time at d={max(dims)}, P=256 (speed-up)",
+            round(big["evosax / pgjax_table (speed-up)"], 2), ">= 10", big["evosax / pgjax_table (speed-up)"] >= 10),
+      Claim(f"pgjax noise-table time / time to read the perturbed population once, d={max(dims)}",
+            round(big["pgjax_table / read_population"], 2), "<= 3", big["pgjax_table / read_population"] <= 3),
+  ]
+  save_results("zo_vs_evosax", args, claims=claims,
+               data={"population": POP, "sigma": SIGMA, "dims": list(dims), "repeats": repeats,
+                     "table_size": 2 ** 25, "rows": {str(k): v for k, v in rows.items()}},
+               started=started)
+
+
+if __name__ == "__main__":
+  main()
