@@ -32,6 +32,10 @@ How the work is organised:
   no duplicate rows. ``results.csv`` / ``results.json`` are rewritten atomically
   from the cell files after every group. Cells of other grids in the same folder
   are never deleted.
+* **Devices and hosts**: each group's ``gradient_stats`` shards its seeds over all
+  devices (see :func:`pgjax.sweep.gradient_stats`); after
+  ``jax.distributed.initialize()`` every process runs the same grid and process 0
+  alone writes the files.
 * **Validation first**: the whole grid (names, sample sizes, hyperparameter
   values, the output folder's writability, and a ``jax.eval_shape`` trace of every
   group, which surfaces trace-time errors such as a leave-one-out baseline with
@@ -511,7 +515,11 @@ def run_grid(
 
   # ---- read back finished cells
   cells_dir = os.path.join(out_dir, "cells")
-  os.makedirs(cells_dir, exist_ok=True)
+  # With several processes (jax.distributed), every process computes (the collectives need all of them)
+  # but only process 0 writes, so a shared output folder sees one writer.
+  writer = jax.process_index() == 0
+  if writer:
+    os.makedirs(cells_dir, exist_ok=True)
   done: dict = {}
   if resume:
     for g in groups:
@@ -522,7 +530,7 @@ def run_grid(
   num_reused = len(done)
   total = sum(len(g.cells) for g in groups)
   meta = _versions()
-  bar = _progress(total, num_reused, progress)
+  bar = _progress(total, num_reused, progress and writer)
   num_computed = num_compiled = 0
   all_cells = [c for g in groups for c in g.cells]
   try:
@@ -539,16 +547,21 @@ def run_grid(
       for c in missing:
         row = _row(g, c, stats, seconds, root, meta, num_seeds, chunk_size, estimator_specs,
                    problem_specs)
-        _atomic_write(os.path.join(cells_dir, c.cell_id + ".json"), json.dumps(row, indent=1))
+        if writer:
+          _atomic_write(os.path.join(cells_dir, c.cell_id + ".json"), json.dumps(row, indent=1))
         done[c.cell_id] = row
         num_computed += 1
       rows = [done[c.cell_id] for c in all_cells if c.cell_id in done]
-      _write_tables(out_dir, rows)
+      if writer:
+        _write_tables(out_dir, rows)
       bar.update(len(missing))
   finally:
     bar.close()
   rows = [done[c.cell_id] for c in all_cells]
-  csv_path, json_path = _write_tables(out_dir, rows)
+  csv_path = os.path.join(out_dir, "results.csv")
+  json_path = os.path.join(out_dir, "results.json")
+  if writer:
+    _write_tables(out_dir, rows)
   return GridResult(rows, csv_path, json_path, num_computed, num_reused, num_compiled)
 
 
