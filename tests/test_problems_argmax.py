@@ -17,18 +17,20 @@ from pgjax._src import problems_argmax as pa
 def test_policy_gradient_closed_form_matches_autodiff_and_foundation(key):
   problem, data = pa.argmax_classifier(key, num_examples=16, num_classes=3)
   params = problem.params
-  for tau in (0.3, 1.0, 3.0):
-    by_hand = pa.softmax_expected_reward_gradient(params, data, tau)
-    auto = jax.grad(pa.softmax_expected_reward)(params, data, tau)
-    for name in ("w", "b"):
-      np.testing.assert_allclose(by_hand[name], auto[name], rtol=1e-5, atol=1e-7)
+  taus = jnp.array([0.3, 1.0, 3.0])
+  # one jit, vmapped over the (traced) temperature
+  by_hand, auto = jax.jit(jax.vmap(lambda t: (
+      pa.softmax_expected_reward_gradient(params, data, t),
+      jax.grad(pa.softmax_expected_reward)(params, data, t))))(taus)
+  for name in ("w", "b"):
+    np.testing.assert_allclose(by_hand[name], auto[name], rtol=1e-5, atol=1e-7)
   # tau = 1 is the seed-000 classification robot's expected reward (an independent hand formula)
-  ref = base_problems.expected_reward_gradient(params, data)
-  ours = pa.softmax_expected_reward_gradient(params, data, 1.0)
-  np.testing.assert_allclose(ravel_pytree(ours)[0], ravel_pytree(ref)[0], rtol=1e-5, atol=1e-7)
+  ref = ravel_pytree(jax.jit(base_problems.expected_reward_gradient)(params, data))[0]
+  ours = ravel_pytree(jax.tree_util.tree_map(lambda v: v[1], by_hand))[0]
+  np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
   # power control: the temperature matters
-  hot = pa.softmax_expected_reward_gradient(params, data, 0.3)
-  assert not np.allclose(ravel_pytree(hot)[0], ravel_pytree(ref)[0], rtol=1e-2)
+  hot = ravel_pytree(jax.tree_util.tree_map(lambda v: v[0], by_hand))[0]
+  assert not np.allclose(hot, ref, rtol=1e-2)
 
 
 def test_zero_temperature_limit_is_argmax_accuracy(key):
@@ -58,9 +60,14 @@ def test_smoothed_accuracy_closed_form_binary(key):
   params, sigma = problem.params, 0.4
   closed = float(pa.smoothed_argmax_accuracy(params, data, sigma))
   flat, unravel = ravel_pytree(params)
-  u = jax.random.normal(key, (40000, flat.shape[0]))
-  accs = jax.vmap(lambda v: pa.argmax_accuracy(unravel(flat + sigma * v), data))(u)
-  mc, se = float(jnp.mean(accs)), float(jnp.std(accs) / np.sqrt(u.shape[0]))
+
+  @jax.jit
+  def monte_carlo(k):
+    u = jax.random.normal(k, (40000, flat.shape[0]))
+    accs = jax.vmap(lambda v: pa.argmax_accuracy(unravel(flat + sigma * v), data))(u)
+    return jnp.mean(accs), jnp.std(accs) / np.sqrt(u.shape[0])
+
+  mc, se = (float(v) for v in monte_carlo(key))
   assert abs(mc - closed) <= 5 * se, (mc, closed, se)
   # power control: the unsmoothed accuracy is far from the smoothed one at this sigma
   assert abs(mc - float(pa.argmax_accuracy(params, data))) > 5 * se
