@@ -105,7 +105,7 @@ def write_summary(out: str, entries: list[dict], grids: list[dict], args, total:
             f"- Scale: {'quick (each claim checked at a smaller scale)' if args.quick else 'full'}", ""]
   n_claims = sum(len(e.get("claims", [])) for e in entries)
   n_pass = sum(c["passed"] for e in entries for c in e.get("claims", []))
-  n_bad = sum(e["status"] != "ok" or e.get("json_error") for e in entries)
+  n_bad = sum(bool(e["status"] != "ok" or e.get("json_error")) for e in entries)
   lines += [f"**{n_pass} of {n_claims} claims pass; {len(entries) - n_bad} of {len(entries)} experiments "
             f"ran to completion.**", ""]
   lines += ["| experiment | status | seconds | claims passed |", "|---|---|---:|---:|"]

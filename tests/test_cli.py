@@ -111,3 +111,41 @@ def test_unwritable_output_and_missing_config(tmp_path, capsys):
   assert "is a file, not a folder" in capsys.readouterr().err
   assert cli.main([str(tmp_path / "nope.toml")]) == 2
   assert "does not exist" in capsys.readouterr().err
+
+
+def _load_reproduce(monkeypatch, root):
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
+                      "reproduce.py")
+  spec = importlib.util.spec_from_file_location("reproduce_under_test", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  monkeypatch.setattr(mod, "HERE", str(root / "experiments"))
+  monkeypatch.setattr(mod, "ROOT", str(root))
+  return mod
+
+
+def test_reproduce_collects_claims_figures_and_reports_crashes(tmp_path, monkeypatch):
+  exp = tmp_path / "experiments"
+  exp.mkdir()
+  (exp / "_common.py").write_text("raise SystemExit('never run')\n")
+  (exp / "good.py").write_text(textwrap.dedent("""
+      import json, os, sys
+      out = sys.argv[sys.argv.index("--out") + 1]
+      quick = "--quick" in sys.argv
+      open(os.path.join(out, "good.png"), "wb").write(b"png")
+      json.dump({"claims": [{"claim": "variance falls", "value": 0.5, "threshold": "< 1", "passed": True},
+                            {"claim": "quick flag seen", "value": quick, "threshold": "True",
+                             "passed": quick}],
+                 "figures": ["good.png"]}, open(os.path.join(out, "good.json"), "w"))
+      """))
+  (exp / "broken.py").write_text("import sys\nprint('about to fail')\nraise RuntimeError('boom')\n")
+  mod = _load_reproduce(monkeypatch, tmp_path)
+  out = tmp_path / "res"
+  assert mod.main(["--quick", "--out", str(out), "--no-grids"]) == 1  # a crash is not hidden
+  summary = (out / "summary.md").read_text()
+  assert "**2 of 2 claims pass; 1 of 2 experiments ran to completion.**" in summary
+  assert "| variance falls | 0.5 | < 1 | PASS |" in summary
+  assert "![good.png](good.png)" in summary
+  assert "crashed (exit 1)" in summary and "RuntimeError: boom" in summary
+  assert "_common" not in summary
