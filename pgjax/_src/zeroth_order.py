@@ -139,6 +139,7 @@ _SCHEMES = {"plain": "plain", "forward": "forward", "antithetic": "antithetic", 
 _DIRECTIONS = ("gaussian", "sphere", "orthogonal", "orthogonal_sphere")
 _BASELINES = ("none", "center", "mean", "leave_one_out", "optimal", "optimal_leave_one_out")
 _SHAPINGS = (None, "centered_ranks", "zscore")
+_CHUNK, _CHUNK_MIN_DIM = 16, 512  # default evaluation chunking (see ``batch_size``)
 
 
 class ZerothOrderAux(NamedTuple):
@@ -274,8 +275,9 @@ def zeroth_order(
       :class:`~pgjax._src.noise.NoiseTable` (approximate Gaussian directions;
       requires ``directions="gaussian"``).
     batch_size: evaluate ``f`` over the directions in chunks of this many with
-      ``lax.map`` instead of one ``vmap`` (bounds memory). Default: ``vmap`` for
-      fresh directions, chunks of about 1M floats for a noise table.
+      ``lax.map`` instead of one ``vmap`` (bounds memory; same result). Default:
+      chunks of 16 when ``d >= 512`` with a noise table or on the CPU backend
+      (faster there, measured), else one ``vmap``.
 
   Returns:
     ``estimator(key, params) -> (grads, aux)`` with ``grads`` shaped and typed
@@ -405,8 +407,11 @@ def zeroth_order(
       return tuple(out)
 
     bs = batch_size
-    if bs is None and table is not None:
-      bs = max(1, min(m, 2**20 // max(d, 1)))
+    if bs is None and d >= _CHUNK_MIN_DIM and (table is not None or jax.default_backend() == "cpu"):
+      # Measured on XLA:CPU (d = 1e3 and 1e5, 128 directions): a vmapped row reduction over the fused
+      # perturbation x + sigma u is 2-5x slower than lax.map over chunks of 16 directions; with a noise
+      # table, chunks also keep the population from being materialised.
+      bs = _CHUNK
     if bs is None:
       outs = jax.vmap(member)((dirs, eval_keys))
     else:
