@@ -369,6 +369,16 @@ def test_noise_table_approximates_gaussian_directions_for_a_linear_function(key)
                             chunk_size=500)
 
 
+def test_noise_table_with_low_precision_params_keeps_dtypes(key):
+  table = noise_lib.noise_table(key, size=4096)  # float32 table, bfloat16 params: slices are cast, not the table
+  params = {"w": jnp.ones((3, 4), jnp.bfloat16)}
+  est = zeroth_order(lambda p: jnp.sum(p["w"].astype(jnp.float32) ** 2), num_directions=8, sigma=0.1,
+                     scheme="antithetic", noise=table)
+  g, _ = jax.jit(est)(key, params)
+  chex.assert_trees_all_equal_dtypes(g, params)
+  assert np.all(np.isfinite(np.asarray(g["w"], np.float32)))
+
+
 def _all_shapes(jaxpr):
   shapes = []
   for eqn in jaxpr.eqns:

@@ -372,11 +372,11 @@ def zeroth_order(
       def get_u(i_input):
         return i_input
     else:
-      table = noise_lib.check_table(noise, d).astype(dtype)
+      table = noise_lib.check_table(noise, d)  # never cast the whole table: cast each slice
       dirs = noise_lib.sample_offsets(k_dir, table, m, d)
 
       def get_u(i_input):
-        return jax.lax.dynamic_slice(table, (i_input,), (d,))
+        return jax.lax.dynamic_slice(table, (i_input,), (d,)).astype(dtype)
 
     def f_at(k, theta):
       out = f(k, unravel(theta)) if f_takes_key else f(unravel(theta))
