@@ -74,7 +74,7 @@ def _safe_div(a, b):
 # Chunk-size budgets, measured on this project's 2-core CPU with experiments/benchmarks/sweep_strategies.py
 # (SPEC 4: a full vmap over 1024 seeds of a REINFORCE loss was 2.4-3.1x slower than chunks, memory-bound;
 # tiny estimators, on the other hand, need large chunks to amortise the per-iteration cost of the loop).
-_CHUNK_BYTES = 8 * 2 ** 20     # aim: one chunk's intermediates within ~8 MiB
+_CHUNK_BYTES = 32 * 2 ** 20    # aim: one chunk's intermediates within ~32 MiB
 _MIN_VECTOR = 8                # vectorise at least this many seeds ...
 _MAX_CHUNK_BYTES = 256 * 2 ** 20  # ... unless that exceeds this much memory
 _MAX_CHUNK = 4096
@@ -101,7 +101,7 @@ def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_see
   r"""Picks a chunk size (a power of two) from one seed's intermediates, found by tracing (no compilation).
 
   With :math:`W` the bytes of all intermediate values in the jaxpr of one seed, the chunk is the largest
-  power of two with :math:`C\,W \le 8` MiB (so a chunk stays in cache), at least 8 seeds (vectorising over
+  power of two with :math:`C\,W \le 32` MiB (the sum over-counts what XLA keeps live after fusion), at least 8 seeds (vectorising over
   seeds pays even past the cache) unless 8 seeds exceed 256 MiB, at most 4096 and at most the next power of
   two of ``num_seeds``. :func:`seed_layout` may then lower it so that the chunks tile the seed groups.
   Measured on a 2-core CPU: within 10% of the best fixed chunk for both a 3-d and a 256-d Gaussian
