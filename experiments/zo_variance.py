@@ -42,7 +42,6 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import pgjax  # noqa: E402
 from _common import Claim, parse_args, save_results  # noqa: E402
@@ -91,19 +90,12 @@ def closed_form(scheme, directions, a_mat, c_vec, x, n, b=None):
   return float(total)
 
 
-def measure(estimators, x, key, num_seeds, groups=50):
-  """tr Cov and its standard error (batch means over ``groups``) for each estimator, in one jit."""
-  @jax.jit
-  def run(key):
-    keys = jax.random.split(key, num_seeds)
-    return [jax.lax.map(lambda k, e=e: ravel_pytree(e(k, x)[0])[0], keys, batch_size=1024)
-            for e in estimators]
-
+def measure(estimators, x, key, num_seeds):
+  """tr Cov and its standard error for each estimator, by ``pgjax.sweep.gradient_stats`` (one jit each)."""
   out = []
-  for g in run(key):
-    g = np.asarray(g, np.float64)
-    per_group = g.reshape(groups, -1, g.shape[-1]).var(axis=1, ddof=1).sum(-1)
-    out.append((float(g.var(0, ddof=1).sum()), float(per_group.std(ddof=1) / np.sqrt(groups))))
+  for i, e in enumerate(estimators):
+    st = pgjax.sweep.gradient_stats(e, x, jax.random.fold_in(key, i), num_seeds=num_seeds, chunk_size=1000)
+    out.append((float(st.total_variance), float(st.total_variance_se)))
   return out
 
 
