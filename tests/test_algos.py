@@ -70,6 +70,8 @@ def test_bad_configs():
     algos.make_train(algos.EpisodeCEMConfig(elite_fraction=0.0))
   with pytest.raises(TypeError, match="config"):
     algos.make_train({"lr": 1})
+  with pytest.raises(ValueError, match="optimizer"):
+    algos.make_train(algos.ReinforceConfig(optimizer="rmsprop"))
 
 
 def test_trpo_cartpole_learns():

@@ -26,6 +26,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# XLA CPU pitfall measured here (jax/jaxlib 0.10.2): with its concurrency-optimised scheduler, the
+# jitted vmap of either REINFORCE over >= 128 seeds (>= 512 environments) never finishes -- every thread
+# idles on a futex after compilation (64 seeds run fine); the reference alone hangs too, and dropping
+# optax.clip_by_global_norm from it avoids the hang, so it is a scheduling deadlock, not the model.
+# Turning that scheduler off fixes it; both variants run under the same flags.
+_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
 import distrax  # noqa: E402
 import flax.linen as nn  # noqa: E402
 import gymnax  # noqa: E402
@@ -168,7 +177,7 @@ def main():
                   mem_ratio is not None and mem_ratio <= 1.1)]
   args.out = os.path.join(args.out, "benchmarks")
   save_results("reinforce_cartpole", args, claims=claims,
-               data={"seeds": seeds, "chunk_size": chunk, "num_envs": num_envs, "num_steps": num_steps,
+               data={"xla_flags": os.environ.get("XLA_FLAGS", ""), "seeds": seeds, "chunk_size": chunk, "num_envs": num_envs, "num_steps": num_steps,
                      "num_updates": num_updates, "env_steps_per_call": steps, "median_seconds": med,
                      "raw_seconds": times, "env_steps_per_second": sps, "ratio": ratio,
                      "temp_bytes": temp, "mean_return_per_iteration": {k: v.mean(0) for k, v in curves.items()}},

@@ -16,12 +16,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from pgjax._src import envs as _envs
 from pgjax._src import returns as _returns
 from pgjax._src.rollout import Trajectory
 
-__all__ = ["Policy", "episode_statistics", "linear_gaussian_policy", "make_env", "mlp_policy",
+__all__ = ["Policy", "episode_statistics", "linear_gaussian_policy", "make_env", "make_optimizer", "mlp_policy",
            "policy_log_prob_entropy"]
 
 
@@ -159,3 +160,15 @@ def episode_statistics(traj: Trajectory) -> EpisodeStats:
   n = jnp.sum(dones)
   completed = jnp.sum(jnp.where(in_completed, traj.rewards, 0.0)) / jnp.maximum(n, 1)
   return EpisodeStats(first_ret, completed, n)
+
+
+def make_optimizer(optimizer: Any, learning_rate: Any) -> Any:
+  """``"adam"`` / ``"sgd"`` with ``learning_rate`` (traced allowed), or any ``optax.GradientTransformation``
+  as given (then ``learning_rate`` is not used)."""
+  if isinstance(optimizer, optax.GradientTransformation):
+    return optimizer
+  if optimizer == "adam":
+    return optax.adam(learning_rate)
+  if optimizer == "sgd":
+    return optax.sgd(learning_rate)
+  raise ValueError(f"`optimizer` must be 'adam', 'sgd' or an optax.GradientTransformation, got {optimizer!r}.")

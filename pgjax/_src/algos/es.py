@@ -23,7 +23,7 @@ import optax
 from flax import struct
 
 from pgjax._src import returns as _returns
-from pgjax._src.algos._common import Policy, make_env, mlp_policy
+from pgjax._src.algos._common import Policy, make_env, make_optimizer, mlp_policy
 from pgjax._src.rollout import rollout
 from pgjax._src.utils import check_positive_int
 from pgjax._src.zeroth_order import zeroth_order
@@ -45,7 +45,8 @@ class ESConfig:
     shaping: ``None`` or ``"centered_ranks"`` (OpenAI-ES fitness shaping; changes the estimand). Static.
     sigma: smoothing scale :math:`\\sigma`. Traced.
     learning_rate: step size of the optimiser. Traced.
-    optimizer: ``"adam"`` or ``"sgd"``. Static.
+    optimizer: ``"adam"``, ``"sgd"`` (with ``learning_rate``) or any ``optax.GradientTransformation``
+      (e.g. ``optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(3e-3))``). Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -61,7 +62,7 @@ class ESConfig:
   shaping: str | None = struct.field(pytree_node=False, default="centered_ranks")
   sigma: float = 0.1
   learning_rate: float = 0.03
-  optimizer: str = struct.field(pytree_node=False, default="adam")
+  optimizer: Any = struct.field(pytree_node=False, default="adam")
 
 
 class ESMetrics(NamedTuple):
@@ -93,15 +94,13 @@ def make_es_train(config: ESConfig):
   num_iterations = check_positive_int(config.num_iterations, "num_iterations")
   num_steps = check_positive_int(config.num_steps, "num_steps")
   episodes = check_positive_int(config.episodes_per_eval, "episodes_per_eval")
-  if config.optimizer not in ("adam", "sgd"):
-    raise ValueError(f"`optimizer` must be 'adam' or 'sgd', got {config.optimizer!r}.")
   env, env_params = make_env(config.env, config.env_params)
   policy = config.policy or mlp_policy(env, env_params, config.hidden_sizes)
   fitness = episode_fitness(policy, env, env_params, num_steps=num_steps, num_episodes=episodes,
                             deterministic=config.deterministic)
   estimator = zeroth_order(fitness, num_directions=config.num_directions, sigma=config.sigma,
                            scheme=config.scheme, shaping=config.shaping, f_takes_key=True)
-  tx = (optax.adam if config.optimizer == "adam" else optax.sgd)(config.learning_rate)
+  tx = make_optimizer(config.optimizer, config.learning_rate)
 
   def train(key):
     k_init, k_loop = jax.random.split(key)

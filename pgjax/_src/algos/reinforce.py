@@ -21,8 +21,8 @@ import optax
 from flax import struct
 
 from pgjax._src import trajectory_losses as tl
-from pgjax._src.algos._common import Policy, episode_statistics, make_env, mlp_policy, \
-    policy_log_prob_entropy
+from pgjax._src.algos._common import (Policy, episode_statistics, make_env, make_optimizer, mlp_policy,
+                                      policy_log_prob_entropy)
 from pgjax._src.returns import check_unit_interval
 from pgjax._src.rollout import rollout
 from pgjax._src.utils import check_positive_int, is_concrete
@@ -52,7 +52,8 @@ class ReinforceConfig:
       rescaling that makes the learning rate scale-free). Static.
     entropy_coef: coefficient of the entropy bonus. Traced.
     max_grad_norm: global-norm gradient clipping (``inf`` disables it). Traced.
-    optimizer: ``"adam"`` or ``"sgd"`` (plain gradient ascent: vanilla policy gradient). Static.
+    optimizer: ``"adam"``, ``"sgd"`` (plain gradient ascent: vanilla policy gradient), both with
+      ``learning_rate``, or any ``optax.GradientTransformation``. Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -70,7 +71,7 @@ class ReinforceConfig:
   normalize_advantages: bool = struct.field(pytree_node=False, default=True)
   entropy_coef: float = 0.0
   max_grad_norm: float = 1.0
-  optimizer: str = struct.field(pytree_node=False, default="adam")
+  optimizer: Any = struct.field(pytree_node=False, default="adam")
 
 
 class ReinforceMetrics(NamedTuple):
@@ -95,10 +96,8 @@ def make_reinforce_train(config: ReinforceConfig):
     raise ValueError("`baseline='leave_one_out'` needs `num_envs >= 2`.")
   env, env_params = make_env(config.env, config.env_params)
   policy = config.policy or mlp_policy(env, env_params, config.hidden_sizes)
-  if config.optimizer not in ("adam", "sgd"):
-    raise ValueError(f"`optimizer` must be 'adam' or 'sgd', got {config.optimizer!r}.")
-  opt = optax.adam if config.optimizer == "adam" else optax.sgd
-  tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt(config.learning_rate))
+  tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
+                   make_optimizer(config.optimizer, config.learning_rate))
 
   # Skip the entropy (a full extra pass over the batch) when its coefficient is a concrete 0.
   use_entropy = not (is_concrete(config.entropy_coef) and float(config.entropy_coef) == 0.0)
