@@ -158,3 +158,19 @@ def test_bad_devices_raise():
   for bad in ([], ["cpu:0"]):
     with pytest.raises(TypeError, match="devices"):
       pgjax.sweep.gradient_stats(est, problem.params, jax.random.key(0), num_seeds=4, devices=bad)
+
+
+def test_shifted_sums_survive_a_large_mean():
+  r"""g = offset + 0.01 z (z ~ N(0, I_3)): tr Cov = 3e-4 whatever the offset, in float32."""
+  def make(offset):
+    def est(key, params):
+      return {"w": params["w"] + offset + 0.01 * jax.random.normal(key, (3,))}, ()
+    return est
+  params = {"w": jax.numpy.zeros(3)}
+  key = jax.random.key(2)
+  near = pgjax.sweep.gradient_stats(make(0.0), params, key, num_seeds=5000, chunk_size=64)
+  far = pgjax.sweep.gradient_stats(make(1000.0), params, key, num_seeds=5000, chunk_size=64)
+  assert abs(float(near.total_variance) - 3e-4) <= 5 * float(near.total_variance_se)
+  np.testing.assert_allclose(float(far.total_variance), float(near.total_variance), rtol=1e-4)
+  np.testing.assert_allclose(float(far.total_variance_se), float(near.total_variance_se), rtol=1e-3)
+  np.testing.assert_allclose(np.asarray(far.mean["w"]) - 1000.0, np.asarray(near.mean["w"]), atol=1e-3)
