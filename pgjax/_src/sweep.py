@@ -287,11 +287,13 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
         start = first + j * chunk_size
         idx = start + jnp.arange(chunk_size)
         valid = idx < num_seeds
-        vals = jax.vmap(one_seed)(jnp.where(valid, idx, num_seeds - 1))
+        # Seeds on the minor axis ([K, C]): the sums below are then contiguous row reductions (~5% faster
+        # than column sums of [C, K] for small K, measured with sweep_strategies.py).
+        vals = jax.vmap(one_seed, out_axes=1)(jnp.where(valid, idx, num_seeds - 1))
         shift, s1, s2 = acc
-        shift = jnp.where(j == 0, vals[0], shift)  # the group's first seed (padding only if all is)
-        dev = jnp.where(valid[:, None], vals - shift[None], 0.0)
-        return (shift, s1 + jnp.sum(dev, axis=0), s2 + jnp.sum(dev * dev, axis=0)), None
+        shift = jnp.where(j == 0, vals[:, 0], shift)  # the group's first seed (padding only if all is)
+        dev = jnp.where(valid[None, :], vals - shift[:, None], 0.0)
+        return (shift, s1 + jnp.sum(dev, axis=1), s2 + jnp.sum(dev * dev, axis=1)), None
 
       zeros = (jnp.zeros((width,), dtype),) * 3
       (shift, s1, s2), _ = jax.lax.scan(chunk_step, zeros, jnp.arange(chunks_per_group))
