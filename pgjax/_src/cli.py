@@ -1,5 +1,7 @@
 r"""Command line for variance sweeps: ``python -m pgjax.sweep CONFIG [--quick] [--out DIR]``.
 
+Also ``python -m pgjax CONFIG`` and, once installed, the console script ``pgjax-sweep CONFIG``.
+
 The config is a small TOML (Python >= 3.11, or with ``tomli`` installed) or JSON
 file::
 
@@ -235,10 +237,10 @@ def _num(x: Any) -> float:
     return math.nan
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m pgjax.sweep") -> int:
   """Entry point of ``python -m pgjax.sweep``; returns the exit status (0 ok, 2 bad config)."""
   parser = argparse.ArgumentParser(
-      prog="python -m pgjax.sweep",
+      prog=prog,
       description="Run a gradient-estimator variance grid described in a TOML/JSON file.")
   parser.add_argument("config", help="grid config (.toml or .json)")
   parser.add_argument("--quick", action="store_true",
@@ -265,3 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
       print("matplotlib is not installed: no figure (pip install matplotlib)", file=sys.stderr)
   return 0
+
+
+def console_main() -> None:
+  """Console-script entry point ``pgjax-sweep CONFIG`` (installed by pip)."""
+  sys.exit(main(prog="pgjax-sweep"))
