@@ -4,6 +4,12 @@ Each loop is fully jitted with the iterations in one ``lax.scan``; ``config`` is
 ``flax.struct.dataclass`` (numeric fields traced, shape-changing fields static), so
 ``jax.jit(jax.vmap(make_train(config)))(jax.random.split(key, num_seeds))`` trains many seeds at once.
 :func:`make_train` dispatches on the config's type.
+
+CPU pitfall (measured with jax/jaxlib 0.10.2): a jitted ``vmap`` of a trainer over 128 or more seeds
+(REINFORCE on CartPole, 4 environments each; also a plain PureJaxRL-style REINFORCE written without
+pgjax) can deadlock on the CPU backend -- every thread waits on a futex after compilation -- while 64
+or 96 seeds run. Setting ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` before
+importing jax fixes it (``experiments/benchmarks/reinforce_cartpole.py`` does so).
 """
 
 from pgjax._src.algos._common import Policy
