@@ -173,7 +173,8 @@ def closed_form_trace_cov(scheme, directions, a_mat, c_vec, x, e, sigma, n, b=No
   return total
 
 
-COV_CASES = [(s, dr) for s in ("plain", "forward", "antithetic")
+SCHEMES = ("plain", "forward", "antithetic")
+COV_CASES = [(s, dr) for s in SCHEMES
              for dr in ("gaussian", "sphere", "orthogonal", "orthogonal_sphere")]
 # The closed form of the "neighbouring" choice, which the same check must reject (power control).
 WRONG = {"gaussian": "sphere", "sphere": "gaussian", "orthogonal": "gaussian", "orthogonal_sphere": "sphere"}
@@ -184,10 +185,13 @@ def test_trace_covariance_matches_closed_form(key):
   a_mat, c_vec, x = _quadratic(d)
   f = _quad_fn(a_mat, c_vec, e)
   n_of = lambda scheme: 12 if scheme == "antithetic" else 6
-  ests = [zeroth_order(f, num_directions=n_of(s), sigma=sigma, scheme=s, directions=dr) for s, dr in COV_CASES]
+  # the 12 choices, plus the streamed (chunk-by-chunk) path of the Gaussian and sphere ones
+  cases = [(s, dr, None) for s, dr in COV_CASES] + [(s, dr, 2) for s in SCHEMES for dr in ("gaussian", "sphere")]
+  ests = [zeroth_order(f, num_directions=n_of(s), sigma=sigma, scheme=s, directions=dr, batch_size=bs)
+          for s, dr, bs in cases]
   results = multi_stats(ests, x, key, seeds)
   g = np.asarray(a_mat @ x + c_vec)
-  for (scheme, directions), (mean, mean_se, v, se) in zip(COV_CASES, results):
+  for (scheme, directions, _), (mean, mean_se, v, se) in zip(cases, results):
     want = closed_form_trace_cov(scheme, directions, a_mat, c_vec, x, e, sigma, n_of(scheme))
     assert abs(v - want) <= 5 * se + 1e-3 * want, (scheme, directions, v, se, want)
     # power control: the closed form of the neighbouring choice is rejected by the same check
@@ -248,6 +252,12 @@ def test_common_random_numbers_cancel_additive_noise_exactly(key):
   g_crn, _ = jax.jit(crn)(key, X_SIN)
   g_clean, _ = jax.jit(clean)(key, X_SIN)
   chex.assert_trees_all_close(g_crn, g_clean, rtol=1e-5, atol=1e-5)
+  # the same through the streamed path (chunks of 1 pair)
+  g_crn_s, _ = jax.jit(zeroth_order(f_noisy, num_directions=6, sigma=0.5, scheme="antithetic", f_takes_key=True,
+                                    batch_size=1))(key, X_SIN)
+  g_clean_s, _ = jax.jit(zeroth_order(f_sin, num_directions=6, sigma=0.5, scheme="antithetic",
+                                      batch_size=1))(key, X_SIN)
+  chex.assert_trees_all_close(g_crn_s, g_clean_s, rtol=1e-5, atol=1e-5)
   indep = zeroth_order(f_noisy, num_directions=6, sigma=0.5, scheme="antithetic", f_takes_key=True,
                        common_random_numbers=False)
   (_, _, v_crn, se_crn), (mean, mean_se, v_ind, se_ind) = multi_stats([crn, indep], X_SIN, key, 4000)
@@ -329,10 +339,13 @@ def test_pytree_structure_dtypes_jit_and_vmap(key):
 
 
 def test_batch_size_evaluates_in_chunks_with_identical_results(key):
-  # lax.map over chunks of directions is a memory choice only: same directions, same estimate.
-  for scheme in ("plain", "antithetic"):
-    full = zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme=scheme, baseline=None)
-    chunked = zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme=scheme, baseline=None, batch_size=2)
+  # Without streaming (batch-dependent baseline, orthogonal directions, shaping), lax.map over chunks of
+  # directions is a memory choice only: same directions, same estimate. (Streamed chunks draw their own
+  # directions; they are checked against the closed-form covariance in test_trace_covariance_...)
+  for kw in (dict(scheme="plain", baseline="mean"), dict(scheme="antithetic", directions="orthogonal"),
+             dict(scheme="antithetic", shaping="centered_ranks")):
+    full = zeroth_order(f_sin, num_directions=6, sigma=0.3, **kw)
+    chunked = zeroth_order(f_sin, num_directions=6, sigma=0.3, batch_size=2, **kw)
     g1, a1 = jax.jit(full)(key, X_SIN)
     g2, a2 = jax.jit(chunked)(key, X_SIN)
     chex.assert_trees_all_close(g1, g2, rtol=1e-5, atol=1e-6)
