@@ -19,6 +19,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# jaxlib 0.10.2 CPU: large jitted vmaps of training loops can deadlock under XLA's concurrency-optimised
+# scheduler (see pgjax.algos); turn it off before jax is imported.
+if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
+
 import gymnax  # noqa: E402
 import jax  # noqa: E402
 import matplotlib  # noqa: E402
