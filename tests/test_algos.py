@@ -24,7 +24,7 @@ def test_reinforce_cartpole_learns_and_vmaps_over_seeds():
   assert ret.shape == (2, 20)
   assert not np.array_equal(ret[0], ret[1])  # seeds differ
   # A random policy survives ~22 steps; REINFORCE with a leave-one-out baseline reaches >= 150 (measured
-  # 230-410 at iteration 12 and 500 by ~20-30 over 4 seeds: python /tmp scripts in the report).
+  # 230-410 at iteration 12 and 500 by iterations 20-30 over 4 seeds with 8 environments).
   assert ret[:, 0].max() < 40
   assert np.all(ret[:, -3:].mean(axis=1) >= 150), ret[:, -5:]
   assert np.all(np.isfinite(np.asarray(metrics.grad_norm)))
