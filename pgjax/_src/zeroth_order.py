@@ -99,10 +99,10 @@ by slice. Note that a table closed over by a jitted function is a large
 constant: the first compilation takes ~2 s for the default 128 MiB table.
 
 Performance (``experiments/benchmarks/zo_vs_evosax.py``, this project's 2-core CPU, P = 256, sphere
-function, one generation including an optax step): with fresh Gaussian directions pgjax takes 0.6-1.0x the
-time of evosax's ``Open_ES`` (d = 10 to 1e5; at d = 1e5 both are bound by drawing the same 12.8M normals);
-with the noise table it is 11-19x faster than evosax at d = 1e5, and 2.9x the time of reading the P table
-slices (about 5x reading an already materialised ``[P, d]`` population, which XLA reduces with a dot).
+function, one generation including an optax step): with fresh Gaussian directions pgjax takes 0.5-0.85x the
+time of evosax's ``Open_ES`` (d = 10, 1e3, 1e5; streamed chunks, see ``batch_size``); with the noise table it
+is 12-19x faster than evosax at d = 1e5, 2.5-2.9x the time of reading the P table slices, and 4.6-4.9x the
+time of reading an already materialised ``[P, d]`` population (which XLA reduces with a dot).
 
 Stochastic :math:`f` (``f_takes_key=True``, called as ``f(key, params)``): with
 ``common_random_numbers=True`` (default) every evaluation of one estimate uses
