@@ -93,9 +93,11 @@ Noise source (``noise=``): ``None`` draws fresh directions with ``jax.random``;
 a :class:`~pgjax._src.noise.NoiseTable` uses slices of a shared table at random
 offsets (an approximation of iid Gaussian directions, see
 :mod:`pgjax._src.noise`). With a table, the ``[M, d]`` population is never
-materialised: function evaluations run in chunks of ``batch_size`` directions
-and the gradient is the matvec :math:`\sum_i w_i T[o_i:o_i+d]` accumulated slice
-by slice. Note that a table closed over by a jitted function is a large
+materialised: with per-direction weights (no shaping; baseline none, center or
+a constant; antithetic pairs) one ``lax.scan`` evaluates, weights and adds each
+slice while it is in cache; otherwise function evaluations run in chunks of
+``batch_size`` directions and the gradient is the matvec
+:math:`\sum_i w_i T[o_i:o_i+d]` accumulated slice by slice. Note that a table closed over by a jitted function is a large
 constant: the first compilation takes ~2 s for the default 128 MiB table.
 
 Performance (``experiments/benchmarks/zo_vs_evosax.py``, this project's 2-core CPU, P = 256, sphere
@@ -387,9 +389,9 @@ def zeroth_order(
     # Streaming: with fresh directions and per-direction weights (no shaping, a baseline that does not
     # depend on the batch), draw, evaluate and accumulate chunk by chunk: the [M, d] population is never
     # formed, and drawing normals in cache-sized chunks was 2.7x faster at d = 1e5 on this CPU.
-    stream = (noise is None and bs is not None and bs < m and directions in ("gaussian", "sphere")
-              and shaping is None and baseline in ("none", "center", "constant"))
-    if stream:
+    local = shaping is None and baseline in ("none", "center", "constant")
+    stream = local and (noise is not None or (bs is not None and bs < m and directions in ("gaussian", "sphere")))
+    if stream and noise is None:
       bs = max(c for c in range(1, bs + 1) if m % c == 0)  # chunks of equal size
     if noise is None:
       dirs = None if stream else _draw_directions(k_dir, directions, m, d, dtype)
@@ -433,13 +435,24 @@ def zeroth_order(
       return tuple(out)
 
     def _streamed(member, eval_keys, center_key):
-      nc = m // bs
+      nc = m // bs if table is None else m
       if baseline == "center":
         b0 = f_at(center_key, flat)
       elif baseline == "constant":
         b0 = jnp.asarray(const_baseline)
       else:
         b0 = jnp.zeros(())
+      if table is not None:
+        # One fused pass over the table slices: evaluate, weight and accumulate each slice while it is in
+        # cache (2.2x faster at d = 1e5 than evaluating all, then accumulating, on this CPU).
+        def body_t(acc, inputs):
+          o, keys_o = inputs
+          outs_o = member((o, keys_o))
+          w = ((outs_o[0] - outs_o[1]) if antithetic else (outs_o[0] - b0)) / (n * sig)
+          return acc + w.astype(dtype) * get_u(o), outs_o
+
+        g_flat, outs = jax.lax.scan(body_t, jnp.zeros((d,), dtype), (dirs, eval_keys), unroll=min(4, m))
+        return _finish(g_flat, outs, b0)
       chunk_keys = None if eval_keys is None else eval_keys.reshape((nc, bs) + eval_keys.shape[1:])
 
       def body(acc, inputs):
@@ -454,6 +467,9 @@ def zeroth_order(
         return acc, outs_c
 
       g_flat, outs = jax.lax.scan(body, jnp.zeros((d,), dtype), (jnp.arange(nc), chunk_keys))
+      return _finish(g_flat, outs, b0)
+
+    def _finish(g_flat, outs, b0):
       rdtype = jnp.result_type(outs[0].dtype, dtype) if jnp.issubdtype(outs[0].dtype, jnp.floating) else dtype
       values = jnp.concatenate([o.reshape(m).astype(rdtype) for o in outs])
       b = jnp.broadcast_to((jnp.zeros(()) if antithetic else b0).astype(rdtype), values.shape)
