@@ -100,10 +100,11 @@ slice while it is in cache; otherwise function evaluations run in chunks of
 :math:`\sum_i w_i T[o_i:o_i+d]` accumulated slice by slice. Note that a table closed over by a jitted function is a large
 constant: the first compilation takes ~2 s for the default 128 MiB table.
 
-Performance (``experiments/benchmarks/zo_vs_evosax.py``, this project's 2-core CPU, P = 256, sphere
-function, one generation including an optax step): with fresh Gaussian directions pgjax takes 0.5-0.85x the
-time of evosax's ``Open_ES`` (d = 10, 1e3, 1e5; streamed chunks, see ``batch_size``); with the noise table it
-is 12-19x faster than evosax at d = 1e5, 2.5-2.9x the time of reading the P table slices, and 4.6-4.9x the
+Performance (``experiments/benchmarks/zo_vs_evosax.py``, this project's shared 2-core CPU, P = 256,
+sphere function, one generation including an optax step, medians of interleaved repeats over several
+runs): with fresh Gaussian directions pgjax takes 0.4-0.5x (d = 10), 0.84-0.94x (d = 1e3) and 0.38-0.54x
+(d = 1e5) the time of evosax's ``Open_ES`` (streamed chunks, see ``batch_size``); with the noise table it
+is 17-38x faster than evosax at d = 1e5, about 2x the time of reading the P table slices and 2.6-3.7x the
 time of reading an already materialised ``[P, d]`` population (which XLA reduces with a dot).
 
 Stochastic :math:`f` (``f_takes_key=True``, called as ``f(key, params)``): with
