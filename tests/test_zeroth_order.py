@@ -404,9 +404,10 @@ def _all_shapes(jaxpr):
 def test_noise_table_never_materialises_the_population(key):
   d, n = 300, 16
   table = noise_lib.noise_table(key, size=5000)
-  for scheme in ("plain", "antithetic"):
-    est = zeroth_order(lambda x: jnp.sum(x ** 2), num_directions=n, sigma=0.1, scheme=scheme, noise=table,
-                       batch_size=2)
+  # fused single pass (per-direction weights) and chunks + slice-by-slice matvec (batch-dependent weights)
+  for kw in (dict(scheme="plain"), dict(scheme="antithetic"), dict(scheme="plain", baseline="mean"),
+             dict(scheme="antithetic", shaping="centered_ranks")):
+    est = zeroth_order(lambda x: jnp.sum(x ** 2), num_directions=n, sigma=0.1, noise=table, batch_size=2, **kw)
     shapes = _all_shapes(jax.make_jaxpr(est)(key, jnp.zeros(d)).jaxpr)
     big = [s for s in shapes if s is not None and len(s) >= 2 and np.prod(s) >= 4 * d]
     assert not big, big
