@@ -112,7 +112,7 @@ def write_summary(out: str, entries: list[dict], grids: list[dict], args, total:
   for e in entries:
     status = e["status"] if not e.get("json_error") else f"{e['status']}; {e['json_error']}"
     cl = e.get("claims", [])
-    lines.append(f"| [{e['name']}](#{e['name'].replace('_', '-')}) | {status} | {e['seconds']} | "
+    lines.append(f"| [{e['name']}](#{e['name']}) | {status} | {e['seconds']} | "
                  f"{sum(c['passed'] for c in cl)} / {len(cl)} |")
   for g in grids:
     lines.append(f"| grid: {g['name']} | {g['status']} | {g['seconds']} | (table) |")

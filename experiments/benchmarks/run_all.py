@@ -132,7 +132,7 @@ def main(argv=None) -> int:
       sec += ["Error output:", "", "```", stderr.strip()[-3000:], "```", ""]
     sections.append("\n".join(sec))
     npass = sum(c["passed"] for c in claims)
-    summary.append(f"| [{name}](#{name.replace('_', '-')}) | {status} | {seconds:.0f} | "
+    summary.append(f"| [{name}](#{name}) | {status} | {seconds:.0f} | "
                    f"{npass} / {len(claims)} |")
   now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
   command = "python experiments/benchmarks/run_all.py" + (" --quick" if args.quick else "")
