@@ -408,11 +408,14 @@ def run_grid(
 
     problem = pgjax.problems.gaussian_quadratic()
     res = pgjax.sweep.run_grid(
-        {"sf": lambda p, n: pgjax.score_function(p.f, p.dist_fn, num_samples=n),
-         "sf_const": lambda p, n, b: pgjax.score_function(
-             p.f, p.dist_fn, num_samples=n, baseline=b)},
+        {"rloo": lambda p, n: pgjax.score_function(p.f, p.dist_fn, num_samples=n,
+                                                   baseline="leave_one_out"),
+         "es": lambda p, n, sigma: pgjax.zeroth_order(p.expectation, num_directions=n, sigma=sigma,
+                                                      scheme="antithetic")},
         {"quad": problem}, sample_sizes=[4, 16, 64], num_seeds=2000, key=0,
-        out_dir="results/my_sweep", hyperparameters={"sf_const": {"b": [0.0, 1.0, 2.0]}})
+        out_dir="results/my_sweep", hyperparameters={"es": {"sigma": [0.05, 0.1, 0.5]}})
+    for row in res.rows:
+      print(row["estimator"], row["num_samples"], row["hyperparameters"], row["total_variance"])
 
   Args:
     estimators: name -> factory ``factory(problem, num_samples, **hyper) ->
