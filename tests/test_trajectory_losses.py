@@ -1,6 +1,5 @@
 """Trajectory losses against hand-computed weights; on-policy equalities; entropies against distrax."""
 
-import math
 
 import chex
 import distrax

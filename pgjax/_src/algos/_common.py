@@ -19,7 +19,6 @@ import numpy as np
 import optax
 
 from pgjax._src import envs as _envs
-from pgjax._src import returns as _returns
 from pgjax._src.rollout import Trajectory
 
 __all__ = ["Policy", "episode_statistics", "linear_gaussian_policy", "make_env", "make_optimizer", "mlp_policy",

@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 from flax import struct
 
 from pgjax._src import cem as _cem
