@@ -93,3 +93,29 @@ def test_bad_input(fn, args, match):
   else:
     with pytest.raises(ValueError, match=match):
       fn(*args)
+
+
+def test_ema_with_nonzero_initial_value():
+  state = baselines.ema_init(5.0)
+  outs = []
+  for _ in range(3):
+    b, state = baselines.ema_update(state, jnp.full((4,), 5.0), decay=0.9)
+    outs.append(float(b[0]))
+  np.testing.assert_allclose(outs, [5.0, 5.0, 5.0], rtol=1e-6)
+  # Debiasing removes the initial value's weight: after one batch of 1.0 the baseline is exactly 1.0.
+  state = baselines.ema_init(5.0)
+  _, state = baselines.ema_update(state, jnp.ones(2), decay=0.9)
+  b, _ = baselines.ema_update(state, jnp.ones(2), decay=0.9)
+  np.testing.assert_allclose(b, [1.0, 1.0], rtol=1e-4)  # float32 cancellation in m_t - decay^t m_0
+  with pytest.raises(ValueError, match="decay"):
+    baselines.ema_update(state, jnp.ones(2), decay=1.0)
+
+
+def test_leave_one_out_optimal_ignores_own_sample():
+  """b_i must not depend on x_i at all: changing sample i's score norm leaves b_i unchanged."""
+  r = jnp.array([1.0, 10.0, 20.0])
+  for s0 in [1.0, 1e5, 1e7]:
+    b = baselines.optimal_leave_one_out(r, jnp.array([s0, 1.0, 3.0]))
+    np.testing.assert_allclose(b[0], (10.0 * 1 + 20.0 * 3) / 4, rtol=1e-6)
+    bk = baselines.optimal_per_coordinate_leave_one_out(r, jnp.array([[s0], [1.0], [3.0]]))
+    np.testing.assert_allclose(bk[0, 0], (10.0 * 1 + 20.0 * 3) / 4, rtol=1e-6)

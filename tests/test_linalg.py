@@ -176,3 +176,9 @@ def test_bad_input_raises_naming_the_argument():
 def test_tree_vdot_accumulates_in_float32():
   a = {"x": jnp.full((1000,), 0.1, jnp.bfloat16)}
   assert linalg.tree_vdot(a, a).dtype == jnp.float32
+
+
+def test_non_finite_right_hand_side_propagates_instead_of_a_silent_zero_step():
+  import pgjax
+  x, info = pgjax.natural.conjugate_gradient(lambda v: 2.0 * v, jnp.array([jnp.nan, 1.0]), iters=5)
+  assert np.all(np.isnan(np.asarray(x))) and not bool(info.converged)

@@ -258,3 +258,26 @@ def test_cs285_linear_system_natural_field_points_at_the_riccati_optimum():
   cos_vanilla, cos_natural = jax.jit(jax.vmap(cosines))(thetas)
   assert float(cos_natural.mean()) > 0.99
   assert float(cos_vanilla.mean()) < 0.5
+
+
+def test_cs285_policy_fisher_from_pgjax_matches_closed_form():
+  """pgjax's Fisher of a ~ N(k s, sigma^2) over the discounted state distribution of s' = s + a.
+
+  Closed form (parameters (k, sigma)): F_kk = E_w[s^2] / sigma^2, F_{sigma sigma} = 2 / sigma^2, F_k,sigma = 0,
+  with E_w[s^2] the gamma^t-weighted mean of m_t = E[s_t^2], m_{t+1} = (1 + k)^2 m_t + sigma^2, m_0 = 1.
+  """
+  import distrax
+  import pgjax
+  k, sigma, gamma, steps = -0.4, 0.3, 0.9, 200
+  m = [1.0]
+  for _ in range(steps - 1):
+    m.append((1 + k) ** 2 * m[-1] + sigma ** 2)
+  m = np.array(m)
+  w = gamma ** np.arange(steps)
+  states = jnp.asarray(np.concatenate([np.sqrt(m), -np.sqrt(m)]), jnp.float32)  # two points with E[s^2] = m_t
+  weights = jnp.asarray(np.tile(w, 2), jnp.float32)
+  fvp = pgjax.natural.fisher_vector_product(lambda p: distrax.Normal(p[0] * states, p[1]),
+                                            jnp.array([k, sigma]), weights=weights)
+  dense = np.asarray(jax.jacfwd(fvp)(jnp.zeros(2)))
+  want = np.diag([np.sum(w * m) / np.sum(w) / sigma ** 2, 2 / sigma ** 2])
+  np.testing.assert_allclose(dense, want, rtol=1e-5, atol=1e-5)

@@ -26,12 +26,14 @@ References:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
+
+from pgjax._src import utils
 
 # Smallest denominator treated as non-zero when dividing by sums of squared scores.
 _TINY = 1e-30
@@ -101,6 +103,16 @@ def _weighted_mean(rewards, weights, axis=0):
   return jnp.where(safe, num / jnp.where(safe, den, 1.0), fallback * jnp.ones_like(num))
 
 
+def _exclusive_sum(x: jax.Array, axis: int) -> jax.Array:
+  """``sum_{j != i} x_j`` along ``axis`` from exclusive prefix and suffix sums (no ``total - x_i`` cancellation)."""
+  zero = jnp.zeros_like(jax.lax.slice_in_dim(x, 0, 1, axis=axis))
+  head = jax.lax.slice_in_dim(x, 0, x.shape[axis] - 1, axis=axis)       # x_0 .. x_{N-2}
+  tail = jax.lax.slice_in_dim(x, 1, x.shape[axis], axis=axis)           # x_1 .. x_{N-1}
+  prefix = jnp.concatenate([zero, jnp.cumsum(head, axis=axis)], axis=axis)                  # sum_{j < i}
+  suffix = jnp.concatenate([jnp.flip(jnp.cumsum(jnp.flip(tail, axis), axis=axis), axis), zero], axis=axis)
+  return prefix + suffix
+
+
 def optimal(rewards: ArrayLike, sq_norms: ArrayLike) -> jax.Array:
   r"""In-batch variance-optimal scalar baseline, broadcast to ``[N]``.
 
@@ -127,12 +139,11 @@ def optimal_leave_one_out(rewards: ArrayLike, sq_norms: ArrayLike) -> jax.Array:
   """
   rewards = _check_rewards(rewards, min_samples=2)
   sq_norms = _check_paired(rewards, sq_norms, "sq_norms", 1)
-  n = rewards.shape[0]
-  num = jnp.sum(rewards * sq_norms) - rewards * sq_norms
-  den = jnp.sum(sq_norms) - sq_norms
-  fallback = (jnp.sum(rewards) - rewards) / (n - 1)
-  # Relative threshold: the subtraction above leaves rounding noise of order eps * sum.
-  safe = den > jnp.maximum(_TINY, 1e-6 * jnp.sum(sq_norms))
+  num = _exclusive_sum(rewards * sq_norms, axis=0)
+  den = _exclusive_sum(sq_norms, axis=0)
+  fallback = leave_one_out(rewards)
+  # The threshold depends on the other samples only, so b_i stays independent of x_i (unbiased).
+  safe = den > _TINY
   return jnp.where(safe, num / jnp.where(safe, den, 1.0), fallback)
 
 
@@ -152,24 +163,26 @@ def optimal_per_coordinate_leave_one_out(rewards: ArrayLike, sq_scores: ArrayLik
   r"""Leave-one-out per-coordinate optimal baseline, shape ``[N, D]``. Unbiased; needs N >= 2."""
   rewards = _check_rewards(rewards, min_samples=2)
   sq_scores = _check_paired(rewards, sq_scores, "sq_scores", 2)
-  n = rewards.shape[0]
   weighted = rewards[:, None] * sq_scores
-  num = jnp.sum(weighted, axis=0, keepdims=True) - weighted
-  den = jnp.sum(sq_scores, axis=0, keepdims=True) - sq_scores
-  fallback = ((jnp.sum(rewards) - rewards) / (n - 1))[:, None]
-  safe = den > jnp.maximum(_TINY, 1e-6 * jnp.sum(sq_scores, axis=0, keepdims=True))
+  num = _exclusive_sum(weighted, axis=0)
+  den = _exclusive_sum(sq_scores, axis=0)
+  fallback = leave_one_out(rewards)[:, None]
+  safe = den > _TINY
   return jnp.where(safe, num / jnp.where(safe, den, 1.0), fallback)
 
 
 class EmaState(NamedTuple):
-  """State of :func:`ema_update`: the running (biased) average and the number of updates."""
+  """State of :func:`ema_update`: the running average, the number of updates and the initial value."""
   value: jax.Array
   count: jax.Array
+  initial: jax.Array
 
 
-def ema_init(value: ArrayLike = 0.0) -> EmaState:
-  """Initial state for the exponential-moving-average baseline."""
-  return EmaState(value=jnp.asarray(value, jnp.float32), count=jnp.zeros((), jnp.int32))
+def ema_init(value: ArrayLike = 0.0, *, dtype: Any = jnp.float32) -> EmaState:
+  """Initial state for the exponential-moving-average baseline; ``value`` is the baseline before any data."""
+  value = jnp.asarray(value, dtype)
+  chex.assert_rank(value, 0)
+  return EmaState(value=value, count=jnp.zeros((), jnp.int32), initial=value)
 
 
 def ema_update(state: EmaState, rewards: ArrayLike, *, decay: ArrayLike = 0.9,
@@ -177,27 +190,35 @@ def ema_update(state: EmaState, rewards: ArrayLike, *, decay: ArrayLike = 0.9,
   r"""Exponential-moving-average baseline: ``(state, rewards) -> (baselines [N], new_state)``.
 
   The returned baseline is the average of *previous* batches (before ``rewards`` are folded in), so it is
-  independent of the current samples and the estimator stays unbiased. With ``debias=True`` the average is
-  divided by :math:`1 - \text{decay}^t` as in Adam; before the first update the baseline is 0.
+  independent of the current samples and the estimator stays unbiased. Before the first update it is the
+  initial value :math:`m_0`.
 
   .. math:: m_{t} = \text{decay}\, m_{t-1} + (1 - \text{decay})\, \bar f_t
+
+  With ``debias=True`` the weight left on :math:`m_0` is removed, as in Adam:
+  :math:`\hat m_t = (m_t - \text{decay}^t m_0) / (1 - \text{decay}^t)`, the exactly weighted average of the
+  batch means seen so far (for :math:`m_0 = 0` this is Adam's :math:`m_t / (1-\text{decay}^t)`).
 
   Args:
     state: from :func:`ema_init` or a previous call.
     rewards: ``[N]`` values of the current batch.
-    decay: in [0, 1); may be traced.
-    debias: divide by :math:`1-\text{decay}^t`.
+    decay: in [0, 1); may be traced (a concrete value outside [0, 1) raises ``ValueError``).
+    debias: remove the initial value's weight.
   """
   rewards = _check_rewards(rewards)
+  if utils.is_concrete(decay) and not 0.0 <= float(decay) < 1.0:
+    raise ValueError(f"`decay` must be in [0, 1), got {decay!r}.")
   decay = jnp.asarray(decay, state.value.dtype)
   if debias:
-    correction = 1.0 - decay ** state.count.astype(state.value.dtype)
-    current = jnp.where(state.count > 0, state.value / jnp.where(state.count > 0, correction, 1.0), 0.0)
+    weight0 = decay ** state.count.astype(state.value.dtype)
+    seen = state.count > 0
+    current = jnp.where(seen, (state.value - weight0 * state.initial)
+                        / jnp.where(seen, 1.0 - weight0, 1.0), state.initial)
   else:
     current = state.value
   new_value = decay * state.value + (1.0 - decay) * jnp.mean(rewards).astype(state.value.dtype)
   baselines = jnp.full_like(rewards, current.astype(rewards.dtype))
-  return baselines, EmaState(value=new_value, count=state.count + 1)
+  return baselines, EmaState(value=new_value, count=state.count + 1, initial=state.initial)
 
 
 def group_normalize(rewards: ArrayLike, *, eps: float = 1e-6, ddof: int = 0) -> jax.Array:

@@ -124,6 +124,15 @@ def fisher_vector_product(
     distributions are pytrees; the distribution must implement
     ``kl_divergence`` to itself).
 
+  Batch convention: every batch entry of ``dist_fn(params)`` is a *state*, and
+  the per-state Fisher matrices are *averaged* (weighted by ``weights``). This
+  differs from :func:`pgjax.score_function`, where the batch entries of one
+  distribution form one joint sample (log-probabilities summed). For a policy
+  whose action is a vector, put the action dimensions in the *event* shape
+  (``distrax.MultivariateNormalDiag`` or ``distrax.Independent``) so they are
+  summed into one per-state Fisher; ``distrax.Normal(loc=[A])`` for a single
+  state would be read as A states and give F / A.
+
   ``dist_fn`` is linearised once, when this function is called; the returned
   product reuses that linearisation (one linear forward and one transposed pass
   per call, no re-evaluation of ``dist_fn``).

@@ -137,8 +137,8 @@ def conjugate_gradient(
     x0 = jax.tree_util.tree_map(jnp.zeros_like, b)
     x0_is_zero = True
   else:
-    x0 = jax.tree_util.tree_map(lambda x, ref: jnp.asarray(x, ref.dtype), x0, b)
     check_same_structure(b, x0, "b", "x0")
+    x0 = jax.tree_util.tree_map(lambda x, ref: jnp.asarray(x, ref.dtype), x0, b)
     x0_is_zero = False
   out_shape = jax.eval_shape(matvec, b)
   check_same_structure(b, out_shape, "b", "matvec(b)")
@@ -188,6 +188,9 @@ def conjugate_gradient(
 
   init = (x0, r0, r0, rs0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
   x, _, _, rs, used, _ = jax.lax.fori_loop(0, iters, body, init)
+  # A non-finite right-hand side (a NaN gradient, say) must not turn into a silent zero step: propagate it.
+  finite_b = jnp.isfinite(bnorm2)
+  x = jax.tree_util.tree_map(lambda v: jnp.where(finite_b, v, jnp.asarray(jnp.nan, v.dtype)), x)
   info = CGInfo(iterations=used, residual_norm=jnp.sqrt(rs), converged=rs <= threshold)
   return x, info
 

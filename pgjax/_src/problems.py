@@ -177,13 +177,13 @@ class ClassificationData(NamedTuple):
 
 def make_classification_data(key: jax.Array, *, num_examples: int = 64, num_features: int = 4,
                              num_classes: int = 3, separation: float = 2.0) -> ClassificationData:
-  """Gaussian blobs: class ``c`` has mean ``separation * e_c`` (first coordinates) and unit covariance."""
+  """Gaussian blobs: class ``c`` has a random centre ``separation * N(0, I)`` and unit covariance."""
   num_examples = utils.check_positive_int(num_examples, "num_examples")
   num_features = utils.check_positive_int(num_features, "num_features")
   num_classes = utils.check_positive_int(num_classes, "num_classes", minimum=2)
-  k_label, k_noise = jax.random.split(utils.as_key(key))
+  k_label, k_centre, k_noise = jax.random.split(utils.as_key(key), 3)
   labels = jax.random.randint(k_label, (num_examples,), 0, num_classes)
-  centres = separation * jax.random.normal(jax.random.fold_in(k_label, 1), (num_classes, num_features))
+  centres = separation * jax.random.normal(k_centre, (num_classes, num_features))
   features = centres[labels] + jax.random.normal(k_noise, (num_examples, num_features))
   return ClassificationData(features.astype(jnp.float32), labels.astype(jnp.int32))
 

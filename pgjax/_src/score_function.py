@@ -14,6 +14,7 @@ independent components of one joint sample, so ``distrax.Normal(loc=jnp.zeros(3)
 from __future__ import annotations
 
 import itertools
+import numbers
 from typing import Any, Callable, NamedTuple, Union
 
 import distrax
@@ -78,8 +79,14 @@ def _check_dist_fn(dist_fn: Any) -> None:
   utils.check_callable(dist_fn, "dist_fn")
 
 
+def _is_number(x: Any) -> bool:
+  if isinstance(x, bool):
+    return False
+  return isinstance(x, (numbers.Real, np.number)) or (utils.is_concrete(x) and np.ndim(x) == 0)
+
+
 def _validate_baseline(baseline: Baseline, num_samples: int) -> None:
-  if callable(baseline) or isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+  if callable(baseline) or _is_number(baseline):
     return
   if not isinstance(baseline, str) or baseline not in BASELINES:
     raise ValueError(f"`baseline` must be one of {BASELINES}, a number or a callable, got {baseline!r}.")
@@ -138,6 +145,10 @@ def score_function(f: Callable[..., jax.Array], dist_fn: Callable[[Any], Any], *
   callable ``b(values) -> [N]``           user baseline; unbiased iff :math:`b_i` ignores :math:`x_i`
   ======================================  =====================================================
 
+  With ``num_samples=1`` the in-batch baselines (``"mean"``, ``"optimal"``, ``"optimal_per_coordinate"``,
+  ``"group_normalize"``) equal the single value, so the gradient is exactly zero; the leave-one-out ones
+  need N >= 2 and raise.
+
   Args:
     f: the objective of one sample, ``f(x) -> scalar`` (or ``f(key, x)`` with ``f_takes_key=True`` for a noisy
       objective: each sample gets its own key, split from the estimator's key). It is never differentiated.
@@ -150,8 +161,8 @@ def score_function(f: Callable[..., jax.Array], dist_fn: Callable[[Any], Any], *
 
   Returns:
     ``estimator(key, params, *, baseline_value=0.0) -> (grads, ScoreFunctionAux)``; ``grads`` has ``params``'
-    structure and dtypes. ``baseline_value`` (traced) is used by ``baseline="constant"`` only, e.g. for an
-    EMA baseline carried by the caller (:func:`pgjax.baselines.ema_update`).
+    structure and dtypes. ``baseline_value`` (traced) is used by ``baseline="constant"`` only (ignored
+    otherwise), e.g. for an EMA baseline carried by the caller (:func:`pgjax.baselines.ema_update`).
 
   Raises:
     ValueError / TypeError naming the argument for a bad ``num_samples``, ``baseline``, ``f`` or ``dist_fn``
