@@ -1,9 +1,12 @@
-"""Shared test configuration: deterministic keys, small problem fixtures."""
+"""Shared test configuration: XLA flags set before JAX starts, deterministic keys."""
 
 import os
 
-# Tests run on the CPU; keep XLA from grabbing every core for one test when pytest-xdist runs two workers.
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+# Set before jax is imported. `--xla_cpu_enable_concurrency_optimized_scheduler=false` avoids an XLA:CPU
+# deadlock seen with jaxlib 0.10.2 on jitted vmaps of training loops over >= 128 seeds (see pgjax.algos);
+# single-threaded Eigen keeps the two pytest-xdist workers from oversubscribing the 2 CI cores.
+_FLAGS = "--xla_cpu_multi_thread_eigen=false --xla_cpu_enable_concurrency_optimized_scheduler=false"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
