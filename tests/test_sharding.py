@@ -97,7 +97,8 @@ _SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def eight_devices():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  flags = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+  env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")  # keeps conftest's flags
   proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, timeout=600)
   assert proc.returncode == 0, proc.stderr.decode()[-3000:]
   line = [l for l in proc.stdout.decode().splitlines() if l.startswith("RESULT")][-1]

@@ -78,8 +78,8 @@ def main(argv=None) -> int:
   port = _free_port()
 
   def env(devices):
-    return dict(os.environ, JAX_PLATFORMS="cpu",
-                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    flags = os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+    return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags.strip())
 
   procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(i), str(args.processes), str(port)],
                             env=env(args.devices_per_process), stdout=subprocess.PIPE,
