@@ -24,6 +24,7 @@ from jax.flatten_util import ravel_pytree
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
@@ -113,6 +114,7 @@ def main(argv=None):
       ax.errorbar(xs, ys, yerr=2 * es, label=bl, marker="o", ms=3, capsize=2)
     ax.set(xscale="log", yscale="log", xlabel="samples N", title=pname)
     ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   axes[0].set_ylabel("total variance tr Cov[g]")
   axes[-1].legend(fontsize=7)
   fig.tight_layout()
