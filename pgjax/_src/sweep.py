@@ -105,9 +105,11 @@ def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_see
   least 8 seeds (vectorising over seeds pays even past the cache) unless 8 seeds exceed 256 MiB, at most
   4096 and at most the next power of two of ``num_seeds``. :func:`seed_layout` may then lower it so that
   the chunks tile the seed groups. Measured on a shared 2-core CPU with
-  ``experiments/benchmarks/sweep_strategies.py``: ``gradient_stats`` ran at 0.88-1.0x the seeds/s of the
-  best of a full ``vmap``, ``lax.map`` with chunks of 8 to 4096 and a Python loop, for a 3-d and a 256-d
-  Gaussian score-function estimator (chosen chunks 4096 and 8).
+  ``experiments/benchmarks/sweep_strategies.py`` (``experiments/benchmarks/RESULTS.md``): for a 256-d
+  Gaussian score-function estimator (chunk 8) ``gradient_stats`` was the fastest strategy (0.91-1.0x of the
+  best); for a tiny 3-d one (chunk 4096) it ran at 0.80-0.92x the best, an unchunked ``vmap`` whose memory
+  grows with the seed count (~0.9x of ``lax.map`` with the same chunk size, the rest being the per-group
+  statistics).
   """
   try:
     per_seed = max(_intermediate_bytes(estimator, params, key), 64)
