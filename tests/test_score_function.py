@@ -318,3 +318,10 @@ def test_numpy_scalar_constant_baseline_is_accepted(key):
   prob = PROBLEMS["categorical_bandit"]()
   g1, aux = pgjax.score_function(prob.f, prob.dist_fn, num_samples=4, baseline=np.float32(0.5))(key, prob.params)
   np.testing.assert_allclose(aux.baselines, 0.5)
+
+
+def test_traced_constant_baseline_can_be_swept_by_vmap(key):
+  prob = PROBLEMS["categorical_bandit"]()
+  sweep = jax.jit(jax.vmap(lambda c: pgjax.score_function(prob.f, prob.dist_fn, num_samples=4, baseline=c)(
+      key, prob.params)[1].baselines))
+  np.testing.assert_allclose(sweep(jnp.array([0.0, 0.25])), [[0.0] * 4, [0.25] * 4])

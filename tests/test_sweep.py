@@ -126,3 +126,19 @@ def test_estimator_with_wrong_grad_structure_is_rejected(key):
   bad = lambda k, p: ({"w": jnp.zeros(5)}, ())
   with pytest.raises(ValueError, match="estimator"):
     pgjax.sweep.gradient_stats(bad, {"w": jnp.ones(D)}, key, num_seeds=4)
+
+
+def test_two_seeds_give_nan_jackknife_errors_not_zero(key):
+  stats = pgjax.sweep.gradient_stats(gaussian_estimator, {"w": jnp.ones(D)}, key, num_seeds=2)
+  assert np.isnan(float(stats.total_variance_se)) and np.isnan(float(stats.snr_se))
+  assert np.all(np.isfinite(np.asarray(stats.mean_se["w"])))
+
+
+def test_chunk_size_sees_inside_inner_jit(key):
+  def body(k, p):
+    x = jax.random.normal(k, (500, 400))
+    return {"w": p["w"] + jnp.sum(x)}, ()
+  inner = lambda k, p: jax.jit(body)(k, p)
+  params = {"w": jnp.ones(D)}
+  assert (pgjax.sweep.choose_chunk_size(inner, params, key, 10_000)
+          == pgjax.sweep.choose_chunk_size(body, params, key, 10_000))

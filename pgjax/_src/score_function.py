@@ -82,6 +82,8 @@ def _check_dist_fn(dist_fn: Any) -> None:
 def _is_number(x: Any) -> bool:
   if isinstance(x, bool):
     return False
+  if isinstance(x, jax.core.Tracer):  # a traced constant (e.g. swept by vmap over the factory)
+    return x.ndim == 0
   return isinstance(x, (numbers.Real, np.number)) or (utils.is_concrete(x) and np.ndim(x) == 0)
 
 

@@ -80,11 +80,10 @@ _MAX_CHUNK_BYTES = 256 * 2 ** 20  # ... unless that exceeds this much memory
 _MAX_CHUNK = 4096
 
 
-def _intermediate_bytes(estimator: Estimator, params: Any, key: jax.Array) -> int:
-  """Bytes of every intermediate value of one seed's computation (an upper bound on its working set)."""
-  closed = jax.make_jaxpr(estimator)(key, params)
+def _jaxpr_bytes(jaxpr: Any) -> int:
+  """Bytes of every equation output in ``jaxpr``, recursing into sub-jaxprs (jit, scan, cond, custom_jvp)."""
   total = 0
-  for eqn in closed.jaxpr.eqns:
+  for eqn in jaxpr.eqns:
     for var in eqn.outvars:
       aval = getattr(var, "aval", None)
       shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
@@ -94,7 +93,14 @@ def _intermediate_bytes(estimator: Estimator, params: Any, key: jax.Array) -> in
         total += int(np.prod(shape)) * np.dtype(dtype).itemsize
       except TypeError:  # key types and other extended dtypes
         total += 8 * int(np.prod(shape))
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      total += _jaxpr_bytes(sub)  # a scan body counts once: its stacked outputs are counted above
   return total
+
+
+def _intermediate_bytes(estimator: Estimator, params: Any, key: jax.Array) -> int:
+  """Bytes of every intermediate value of one seed's computation, inner jaxprs included."""
+  return _jaxpr_bytes(jax.make_jaxpr(estimator)(key, params).jaxpr)
 
 
 def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_seeds: int) -> int:
@@ -330,7 +336,9 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
     def jackknife_se(theta_l):
       theta_bar = _safe_div(_fsum(jnp.where(valid, theta_l, 0.0)), num_valid)
       ss = _fsum(jnp.where(valid, (theta_l - theta_bar) ** 2, 0.0))
-      return jnp.sqrt(_safe_div(num_valid - 1.0, num_valid) * ss)
+      se = jnp.sqrt(_safe_div(num_valid - 1.0, num_valid) * ss)
+      # Fewer than two usable groups (e.g. num_seeds = 2): no jackknife is possible; NaN, never a false 0.
+      return jnp.where(num_valid >= 2, se, jnp.nan)
 
     g_mean, g_var = mean[:dim], var[:dim]
     g_mean_l, g_var_l = mean_l[:, :dim], var_l[:, :dim]
