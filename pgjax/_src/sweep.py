@@ -26,6 +26,7 @@ import math
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.extend.core  # noqa: F401  (jaxprs_in_params, for chunk sizing)
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
@@ -93,7 +94,7 @@ def _jaxpr_bytes(jaxpr: Any) -> int:
         total += int(np.prod(shape)) * np.dtype(dtype).itemsize
       except TypeError:  # key types and other extended dtypes
         total += 8 * int(np.prod(shape))
-    for sub in jax.core.jaxprs_in_params(eqn.params):
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
       total += _jaxpr_bytes(sub)  # a scan body counts once: its stacked outputs are counted above
   return total
 
