@@ -9,7 +9,7 @@ For each scheme x direction distribution (gaussian, sphere, orthogonal, orthogon
 one-sided estimator with the baselines of seed 003 (batch mean, leave-one-out, optimal in-batch, optimal
 leave-one-out), the total variance :math:`\operatorname{tr}\operatorname{Cov}[\hat g]` is measured over
 many seeds (standard errors by batch means) and compared with the closed form derived in
-``tests/test_zeroth_order.py``:
+``pgjax._src.zeroth_order.quadratic_trace_covariance``:
 
 .. math::
 
@@ -44,6 +44,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pgjax  # noqa: E402
+from pgjax._src.zeroth_order import quadratic_trace_covariance  # noqa: E402
 from _common import Claim, parse_args, save_results  # noqa: E402
 
 D, SIGMA, OFFSET = 8, 0.3, 5.0
@@ -63,31 +64,8 @@ def quadratic():
 
 def closed_form(scheme, directions, a_mat, c_vec, x, n, b=None):
   """Trace covariance of one estimate with n perturbed points (see the module docstring)."""
-  a_mat, c_vec, x = (np.asarray(v, np.float64) for v in (a_mat, c_vec, x))
-  d = x.shape[0]
-  g = a_mat @ x + c_vec
-  g2 = g @ g
-  tr, tr2 = np.trace(a_mat), np.trace(a_mat @ a_mat)
-  f0 = 0.5 * x @ a_mat @ x + c_vec @ x + OFFSET
-  sphere = directions in ("sphere", "orthogonal_sphere")
-  if scheme == "antithetic":
-    m = n // 2
-    v1 = (d - 1) * g2 if sphere else (d + 1) * g2
-  else:
-    m = n
-    c0 = 0.0 if scheme == "forward" else f0 - (0.0 if b is None else b)
-    if sphere:
-      v1 = (d * c0 ** 2 / SIGMA ** 2 + (d - 1) * g2 + d * c0 * tr
-            + SIGMA ** 2 / 4 * d ** 2 / (d + 2) * (tr ** 2 + 2 * tr2))
-    else:
-      v1 = (c0 ** 2 * d / SIGMA ** 2 + (d + 1) * g2 + c0 * (d + 2) * tr
-            + SIGMA ** 2 / 4 * (d + 4) * (tr ** 2 + 2 * tr2))
-  total = v1 / m
-  if directions.startswith("orthogonal"):
-    k = min(m, d)
-    sizes = [k] * (m // k) + ([m % k] if m % k else [])
-    total -= g2 * sum(s * (s - 1) for s in sizes) / m ** 2
-  return float(total)
+  return quadratic_trace_covariance(a_mat, c_vec, x, sigma=SIGMA, num_directions=n, scheme=scheme,
+                                    directions=directions, offset=OFFSET, baseline=b)
 
 
 def measure(estimators, x, key, num_seeds):

@@ -36,6 +36,7 @@ from pgjax import sweep
 from pgjax import testing
 from pgjax._src import noise as noise_lib
 from pgjax._src.zeroth_order import centered_ranks
+from pgjax._src.zeroth_order import quadratic_trace_covariance
 from pgjax._src.zeroth_order import zeroth_order
 from pgjax._src.zeroth_order import zscore
 
@@ -146,31 +147,8 @@ def _quad_fn(a_mat, c_vec, e=0.0):
 
 
 def closed_form_trace_cov(scheme, directions, a_mat, c_vec, x, e, sigma, n, b=None):
-  a_mat, c_vec, x = (np.asarray(v, np.float64) for v in (a_mat, c_vec, x))
-  d = x.shape[0]
-  g = a_mat @ x + c_vec
-  g2 = g @ g
-  tr, tr2 = np.trace(a_mat), np.trace(a_mat @ a_mat)
-  f0 = 0.5 * x @ a_mat @ x + c_vec @ x + e
-  sphere = directions in ("sphere", "orthogonal_sphere")
-  if scheme == "antithetic":
-    m = n // 2
-    v1 = (d - 1) * g2 if sphere else (d + 1) * g2
-  else:
-    m = n
-    c0 = {"plain": f0 - (0.0 if b is None else b), "forward": 0.0}[scheme]
-    if sphere:
-      v1 = d * c0 ** 2 / sigma ** 2 + (d - 1) * g2 + d * c0 * tr + sigma ** 2 / 4 * d ** 2 / (d + 2) * (
-          tr ** 2 + 2 * tr2)
-    else:
-      v1 = c0 ** 2 * d / sigma ** 2 + (d + 1) * g2 + c0 * (d + 2) * tr + sigma ** 2 / 4 * (d + 4) * (
-          tr ** 2 + 2 * tr2)
-  total = v1 / m
-  if directions.startswith("orthogonal"):
-    k = min(m, d)
-    sizes = [k] * (m // k) + ([m % k] if m % k else [])
-    total -= g2 * sum(s * (s - 1) for s in sizes) / m ** 2
-  return total
+  return quadratic_trace_covariance(a_mat, c_vec, x, sigma=sigma, num_directions=n, scheme=scheme,
+                                    directions=directions, offset=e, baseline=b)
 
 
 SCHEMES = ("plain", "forward", "antithetic")

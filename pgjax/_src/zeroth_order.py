@@ -531,3 +531,54 @@ def zeroth_order(
     return grads, aux
 
   return estimator
+
+
+def quadratic_trace_covariance(a_mat: Any, c_vec: Any, x: Any, *, sigma: float, num_directions: int,
+                               scheme: str = "forward", directions: str = "gaussian", offset: float = 0.0,
+                               baseline: float | None = None) -> float:
+  r"""Closed-form :math:`\operatorname{tr}\operatorname{Cov}[\hat g]` of :func:`zeroth_order` on a quadratic.
+
+  For :math:`f(x) = \tfrac12 x^\top A x + c^\top x + e` (``offset`` = e, :math:`A` symmetric), with
+  :math:`g = Ax + c`, one Gaussian direction and :math:`c_0 = f(x) - b` (``scheme="plain"`` with constant
+  ``baseline`` b, default 0) or :math:`c_0 = 0` (``"forward"``):
+
+  .. math::
+
+     V_1 = \frac{c_0^2 d}{\sigma^2} + (d+1)\|g\|^2 + c_0 (d+2)\operatorname{tr}A
+           + \frac{\sigma^2}{4}(d+4)\big((\operatorname{tr}A)^2 + 2\operatorname{tr}A^2\big);
+
+  for directions uniform on the sphere of radius :math:`\sqrt d`:
+  :math:`\frac{d c_0^2}{\sigma^2} + (d-1)\|g\|^2 + d c_0\operatorname{tr}A
+  + \frac{\sigma^2}{4}\frac{d^2}{d+2}((\operatorname{tr}A)^2 + 2\operatorname{tr}A^2)`; an antithetic pair
+  gives :math:`(d+1)\|g\|^2` (sphere: :math:`(d-1)\|g\|^2`). With :math:`M` directions (pairs for
+  ``"antithetic"``, where ``num_directions`` counts evaluations) the variance is :math:`V_1/M`, minus
+  :math:`\|g\|^2\sum_b k_b(k_b-1)/M^2` for orthogonal blocks of sizes :math:`k_b = \min(M, d)`.
+  Computed in float64 NumPy; a reference for tests and figures, independent of the estimator's code.
+  """
+  if scheme not in ("plain", "forward", "antithetic"):
+    raise ValueError(f"`scheme` must be 'plain', 'forward' or 'antithetic', got {scheme!r}.")
+  a_mat, c_vec, x = (np.asarray(v, np.float64) for v in (a_mat, c_vec, x))
+  d = x.shape[0]
+  g = a_mat @ x + c_vec
+  g2 = g @ g
+  tr, tr2 = np.trace(a_mat), np.trace(a_mat @ a_mat)
+  sphere = directions in ("sphere", "orthogonal_sphere")
+  if scheme == "antithetic":
+    m = num_directions // 2
+    v1 = (d - 1) * g2 if sphere else (d + 1) * g2
+  else:
+    m = num_directions
+    f0 = 0.5 * x @ a_mat @ x + c_vec @ x + offset
+    c0 = 0.0 if scheme == "forward" else f0 - (0.0 if baseline is None else baseline)
+    if sphere:
+      v1 = (d * c0 ** 2 / sigma ** 2 + (d - 1) * g2 + d * c0 * tr
+            + sigma ** 2 / 4 * d ** 2 / (d + 2) * (tr ** 2 + 2 * tr2))
+    else:
+      v1 = (c0 ** 2 * d / sigma ** 2 + (d + 1) * g2 + c0 * (d + 2) * tr
+            + sigma ** 2 / 4 * (d + 4) * (tr ** 2 + 2 * tr2))
+  total = v1 / m
+  if directions.startswith("orthogonal"):
+    k = min(m, d)
+    sizes = [k] * (m // k) + ([m % k] if m % k else [])
+    total -= g2 * sum(s * (s - 1) for s in sizes) / m ** 2
+  return float(total)
