@@ -11,6 +11,9 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# Implicit rank promotion hides shape bugs (a [N] array meeting an [N, 1] one); make it an error.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
 
 @pytest.fixture
 def key():

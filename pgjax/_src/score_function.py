@@ -68,7 +68,9 @@ class ExactAux(NamedTuple):
 
 def joint_log_prob(dist: Any, x: Any) -> jax.Array:
   """``dist.log_prob(x)`` summed over the distribution's batch dimensions; ``x`` may carry leading sample dims."""
-  lp = dist.log_prob(x)
+  # distrax relies on implicit rank promotion internally (e.g. its Shift bijector); allow it for its calls.
+  with jax.numpy_rank_promotion("allow"):
+    lp = dist.log_prob(x)
   nbatch = len(dist.batch_shape)
   if nbatch:
     lp = jnp.sum(lp, axis=tuple(range(lp.ndim - nbatch, lp.ndim)))

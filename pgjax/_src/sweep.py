@@ -321,7 +321,7 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
     n_g, mean_g, m2_g = moments
     n = _fsum(n_g)
     mean = _fsum(n_g[:, None] * mean_g) / n
-    m2 = _fsum(m2_g) + _fsum(n_g[:, None] * (mean_g - mean) ** 2)
+    m2 = _fsum(m2_g) + _fsum(n_g[:, None] * (mean_g - mean[None]) ** 2)
     var = m2 / (n - 1)
 
     # Leave-one-group-out moments for the jackknife.
