@@ -1,4 +1,4 @@
-"""Problems with closed-form expectations and gradients (see :mod:`pgjax._src.problems`)."""
+"""Problems with closed-form expectations and gradients (see :mod:`pgjax._src.problems`, one module per kind of problem)."""
 
 from pgjax._src.problems import bernoulli_quadratic
 from pgjax._src.problems import categorical_bandit
@@ -14,11 +14,11 @@ from pgjax._src.problems import make_classification_data
 from pgjax._src.problems import policy_gradient_by_enumeration
 from pgjax._src.problems import Problem
 from pgjax._src.problems import score_weighted_gradient
-from pgjax._src.problems_argmax import argmax_accuracy
-from pgjax._src.problems_argmax import argmax_classifier
-from pgjax._src.problems_argmax import smoothed_argmax_accuracy
-from pgjax._src.problems_argmax import softmax_expected_reward
-from pgjax._src.problems_argmax import softmax_expected_reward_gradient
+from pgjax._src.problems import argmax_accuracy
+from pgjax._src.problems import argmax_classifier
+from pgjax._src.problems import smoothed_argmax_accuracy
+from pgjax._src.problems import softmax_expected_reward
+from pgjax._src.problems import softmax_expected_reward_gradient
 
 __all__ = (
     "ClassificationData",

@@ -1,0 +1,74 @@
+r"""Discrete problems with exact answers: a categorical bandit and a Bernoulli quadratic toy."""
+
+from __future__ import annotations
+
+import distrax
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from pgjax._src import validation
+from pgjax._src.problems.base import Problem
+
+__all__ = ("bernoulli_quadratic", "categorical_bandit")
+
+
+def categorical_bandit(rewards: ArrayLike = (1.0, 0.0, 0.5, 0.2), *, logits: ArrayLike | None = None) -> Problem:
+  r"""A K-armed bandit with deterministic rewards :math:`r` and a softmax policy over ``logits`` [K].
+
+  :math:`J = p^\top r`, :math:`\nabla_{\text{logits}} J = p \odot (r - p^\top r)` with :math:`p=\mathrm{softmax}`.
+  """
+  r = jnp.asarray(rewards, jnp.float32)
+  if r.ndim != 1 or r.shape[0] < 2:
+    raise ValueError(f"`rewards` must have shape [K] with K >= 2, got {r.shape}.")
+  k = r.shape[0]
+  params = (jnp.linspace(0.5, -0.5, k, dtype=jnp.float32) if logits is None
+            else jnp.asarray(logits, jnp.float32))
+  if params.shape != (k,):
+    raise ValueError(f"`logits` must have shape ({k},) like `rewards`, got {params.shape}.")
+
+  def dist_fn(logits_):
+    return distrax.Categorical(logits=logits_)
+
+  def f(a):
+    return r[a]
+
+  def expectation(logits_):
+    return jnp.dot(jax.nn.softmax(logits_), r)
+
+  def true_grad(logits_):
+    p = jax.nn.softmax(logits_)
+    return p * (r - jnp.dot(p, r))
+
+  return Problem("categorical_bandit", params, dist_fn, f, expectation, true_grad, False)
+
+
+def bernoulli_quadratic(dim: int = 5, *, logits: ArrayLike | None = None,
+                        target: ArrayLike | None = None) -> Problem:
+  r"""Independent Bernoulli bits :math:`x\in\{0,1\}^d` with :math:`f(x)=\|x-t\|^2`.
+
+  With :math:`p=\sigma(\text{logits})` and :math:`x_k^2=x_k`: :math:`J=\sum_k t_k^2 + p_k(1-2t_k)`,
+  :math:`\partial_{\text{logit}_k} J = (1 - 2t_k)\,p_k(1-p_k)`. Defaults: logits 0, :math:`t_k = 0.45`
+  (so all samples have similar values and a baseline matters a lot).
+  """
+  dim = validation.check_positive_int(dim, "dim")
+  params = jnp.zeros(dim, jnp.float32) if logits is None else jnp.asarray(logits, jnp.float32)
+  t = jnp.full((dim,), 0.45, jnp.float32) if target is None else jnp.asarray(target, jnp.float32)
+  if params.shape != (dim,) or t.shape != (dim,):
+    raise ValueError(f"`logits` and `target` must have shape ({dim},), got {params.shape} and {t.shape}.")
+
+  def dist_fn(logits_):
+    return distrax.Independent(distrax.Bernoulli(logits=logits_), 1)
+
+  def f(x):
+    return jnp.sum((x.astype(jnp.float32) - t) ** 2)
+
+  def expectation(logits_):
+    p = jax.nn.sigmoid(logits_)
+    return jnp.sum(t ** 2 + p * (1 - 2 * t))
+
+  def true_grad(logits_):
+    p = jax.nn.sigmoid(logits_)
+    return (1 - 2 * t) * p * (1 - p)
+
+  return Problem("bernoulli_quadratic", params, dist_fn, f, expectation, true_grad, False)
