@@ -2,7 +2,7 @@
 
 import sys
 
-from pgjax._src.cli import main
+from pgjax._src.grid.cli import main
 
 if __name__ == "__main__":
-  sys.exit(main())
+  sys.exit(main(prog="python -m pgjax"))

@@ -1,5 +1,5 @@
-"""Statistics of estimators over many seeds (see :mod:`pgjax._src.sweep`) and the grid runner
-(:mod:`pgjax._src.grid`). ``python -m pgjax.sweep CONFIG`` runs a grid from a TOML/JSON file."""
+"""Statistics of estimators over many seeds (:func:`gradient_stats`, :func:`map_seeds`) and the resumable
+grid runner (:func:`run_grid`). ``python -m pgjax.sweep CONFIG`` runs a grid from a TOML/JSON file."""
 
 from pgjax._src.grid import GridError
 from pgjax._src.grid import GridResult
@@ -18,9 +18,3 @@ __all__ = (
     "map_seeds",
     "run_grid",
 )
-
-if __name__ == "__main__":
-  import sys
-
-  from pgjax._src.cli import main
-  sys.exit(main())
