@@ -1,7 +1,14 @@
 """Problems with closed-form expectations and gradients (see :mod:`pgjax._src.problems`, one module per kind of problem)."""
 
 from pgjax._src.problems import bernoulli_quadratic
+from pgjax._src.problems import binary_vae
+from pgjax._src.problems import binary_vae_elbo
+from pgjax._src.problems import binary_vae_encoder_gradient
+from pgjax._src.problems import binary_vae_log_weight
+from pgjax._src.problems import binary_vae_posterior
+from pgjax._src.problems import BinaryVAE
 from pgjax._src.problems import categorical_bandit
+from pgjax._src.problems import categorical_quadratic
 from pgjax._src.problems import classification_robot
 from pgjax._src.problems import ClassificationData
 from pgjax._src.problems import cross_entropy_gradient
@@ -21,12 +28,19 @@ from pgjax._src.problems import softmax_expected_reward
 from pgjax._src.problems import softmax_expected_reward_gradient
 
 __all__ = (
+    "BinaryVAE",
     "ClassificationData",
     "Problem",
     "argmax_accuracy",
     "argmax_classifier",
     "bernoulli_quadratic",
+    "binary_vae",
+    "binary_vae_elbo",
+    "binary_vae_encoder_gradient",
+    "binary_vae_log_weight",
+    "binary_vae_posterior",
     "categorical_bandit",
+    "categorical_quadratic",
     "classification_robot",
     "cross_entropy_gradient",
     "expected_reward_gradient",

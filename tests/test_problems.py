@@ -55,6 +55,20 @@ def test_discrete_true_grads_against_enumeration(make):
   np.testing.assert_allclose(aux.value, prob.expectation(params), rtol=1e-6)
 
 
+def test_categorical_quadratic_true_grad_against_enumeration():
+  """Two one-hot categorical variables with 3 categories: closed form against the 9 joint outcomes."""
+  prob = P.categorical_quadratic(2, 3, logits=[[0.3, -1.0, 0.5], [2.0, 0.0, -0.7]], target=[0.1, 0.9, 0.4])
+  eye = np.eye(3, dtype=np.float32)
+  support = jnp.asarray(np.array([[eye[i], eye[j]] for i in range(3) for j in range(3)]))
+  g, aux = pgjax.exact_gradient(prob.f, prob.dist_fn, support=support)(None, prob.params)
+  chex.assert_trees_all_close(g, prob.true_grad(prob.params), atol=1e-6)
+  np.testing.assert_allclose(aux.value, prob.expectation(prob.params), rtol=1e-6)
+  # Samples are float one-hot vectors, so the relaxed estimators can evaluate f on the simplex.
+  x = prob.dist_fn(prob.params).sample(seed=jax.random.key(0))
+  assert x.dtype == jnp.float32 and x.shape == (2, 3)
+  np.testing.assert_array_equal(np.sum(x, axis=-1), [1.0, 1.0])
+
+
 @pytest.mark.parametrize("make", [P.gaussian_quadratic, P.gaussian_step])
 def test_gaussian_true_grads_against_autodiff_of_expectation(make):
   prob = make(3, mean=[0.2, -0.4, 1.0], log_std=[0.1, -0.3, 0.5])
@@ -75,6 +89,9 @@ def test_classification_data_is_learnable_and_deterministic():
     (lambda: P.categorical_bandit((1.0,)), ValueError, "rewards"),
     (lambda: P.categorical_bandit((1.0, 2.0), logits=[0.0, 0.0, 0.0]), ValueError, "logits"),
     (lambda: P.bernoulli_quadratic(3, target=[0.0, 1.0]), ValueError, "target"),
+    (lambda: P.categorical_quadratic(2, 3, logits=[0.0, 1.0, 2.0]), ValueError, "logits"),
+    (lambda: P.categorical_quadratic(1, 3, target=[0.0, 1.0]), ValueError, "target"),
+    (lambda: P.categorical_quadratic(1, 1), ValueError, "num_categories"),
     (lambda: P.make_classification_data(jax.random.key(0), num_classes=1), ValueError, "num_classes"),
 ])
 def test_bad_input(call, exc, match):

@@ -30,5 +30,12 @@ from pgjax._src.problems.classification import softmax_expected_reward
 from pgjax._src.problems.classification import softmax_expected_reward_gradient
 from pgjax._src.problems.discrete import bernoulli_quadratic
 from pgjax._src.problems.discrete import categorical_bandit
+from pgjax._src.problems.discrete import categorical_quadratic
 from pgjax._src.problems.gaussian import gaussian_quadratic
 from pgjax._src.problems.gaussian import gaussian_step
+from pgjax._src.problems.latent import binary_vae
+from pgjax._src.problems.latent import binary_vae_elbo
+from pgjax._src.problems.latent import binary_vae_encoder_gradient
+from pgjax._src.problems.latent import binary_vae_log_weight
+from pgjax._src.problems.latent import binary_vae_posterior
+from pgjax._src.problems.latent import BinaryVAE

@@ -1,4 +1,4 @@
-r"""Discrete problems with exact answers: a categorical bandit and a Bernoulli quadratic toy."""
+r"""Discrete problems with exact answers: a categorical bandit and Bernoulli and categorical quadratic toys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from jax.typing import ArrayLike
 from pgjax._src import validation
 from pgjax._src.problems.base import Problem
 
-__all__ = ("bernoulli_quadratic", "categorical_bandit")
+__all__ = ("bernoulli_quadratic", "categorical_bandit", "categorical_quadratic")
 
 
 def categorical_bandit(rewards: ArrayLike = (1.0, 0.0, 0.5, 0.2), *, logits: ArrayLike | None = None) -> Problem:
@@ -72,3 +72,54 @@ def bernoulli_quadratic(dim: int = 5, *, logits: ArrayLike | None = None,
     return (1 - 2 * t) * p * (1 - p)
 
   return Problem("bernoulli_quadratic", params, dist_fn, f, expectation, true_grad, False)
+
+
+def categorical_quadratic(num_variables: int = 1, num_categories: int = 4, *, logits: ArrayLike | None = None,
+                          target: ArrayLike | None = None) -> Problem:
+  r"""Independent categorical variables as one-hot vectors :math:`y_d\in\{e_1..e_K\}` with :math:`f(y)=\sum_d\|y_d-t\|^2`.
+
+  The categorical counterpart of :func:`bernoulli_quadratic`. The distribution is
+  ``Independent(OneHotCategorical(logits [D, K], dtype=float32), 1)``, so a sample is a float one-hot
+  ``[D, K]`` array and ``f`` is also defined on the simplex, where the relaxed (Gumbel-softmax) estimators
+  evaluate it. On one-hot vectors :math:`\|y_d - t\|^2 = 1 - 2t_{c_d} + \|t\|^2`, so with
+  :math:`p_d = \mathrm{softmax}(\text{logits}_d)`:
+
+  .. math::
+
+     J = \sum_d \big(1 + \|t\|^2 - 2\,p_d^\top t\big), \qquad
+     \frac{\partial J}{\partial\,\text{logits}_d} = -2\, p_d \odot \big(t - p_d^\top t\big).
+
+  Defaults: logits ``linspace(0.5, -0.5, K)`` in every row, :math:`t` = ``linspace(0.4, 0.6, K)`` (values of
+  ``f`` close together, so a baseline matters).
+
+  Args:
+    num_variables: D >= 1 independent categorical variables.
+    num_categories: K >= 2 categories each.
+    logits: ``[D, K]`` (default as above).
+    target: ``[K]`` (default as above).
+  """
+  d = validation.check_positive_int(num_variables, "num_variables")
+  k = validation.check_positive_int(num_categories, "num_categories", minimum=2)
+  params = (jnp.broadcast_to(jnp.linspace(0.5, -0.5, k, dtype=jnp.float32), (d, k)) if logits is None
+            else jnp.asarray(logits, jnp.float32))
+  t = jnp.linspace(0.4, 0.6, k, dtype=jnp.float32) if target is None else jnp.asarray(target, jnp.float32)
+  if params.shape != (d, k):
+    raise ValueError(f"`logits` must have shape ({d}, {k}) (num_variables, num_categories), got {params.shape}.")
+  if t.shape != (k,):
+    raise ValueError(f"`target` must have shape ({k},) (num_categories), got {t.shape}.")
+
+  def dist_fn(logits_):
+    return distrax.Independent(distrax.OneHotCategorical(logits=logits_, dtype=jnp.float32), 1)
+
+  def f(y):
+    return jnp.sum((y - t[None, :]) ** 2)
+
+  def expectation(logits_):
+    p = jax.nn.softmax(logits_, axis=-1)
+    return jnp.sum(1.0 + jnp.sum(t ** 2) - 2.0 * (p @ t))
+
+  def true_grad(logits_):
+    p = jax.nn.softmax(logits_, axis=-1)
+    return -2.0 * p * (t[None, :] - (p @ t)[:, None])
+
+  return Problem("categorical_quadratic", params, dist_fn, f, expectation, true_grad, False)
