@@ -32,14 +32,24 @@ from pgjax import envs
 from pgjax import returns
 from pgjax._src.rollout import rollout
 
+# --- measure-valued gradients, control variates, ARM/DisARM (issue 11)
+from pgjax._src.arm import arm
+from pgjax._src.arm import disarm
+from pgjax._src.control_variates import control_variate
+from pgjax._src.measure_valued import measure_valued
+
 __all__ = (
     "__version__",
     "algos",
+    "arm",
     "baselines",
     "cem",
+    "control_variate",
+    "disarm",
     "envs",
     "exact_gradient",
     "losses",
+    "measure_valued",
     "natural",
     "noise_table",
     "pathwise",
