@@ -23,6 +23,7 @@ from pgjax import natural
 
 # --- zeroth-order and cross-entropy method (issue 6)
 from pgjax import cem
+from pgjax import nes
 from pgjax._src.noise import noise_table
 from pgjax._src.zeroth_order import zeroth_order
 
@@ -51,6 +52,7 @@ __all__ = (
     "losses",
     "measure_valued",
     "natural",
+    "nes",
     "noise_table",
     "pathwise",
     "problems",

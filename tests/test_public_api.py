@@ -15,6 +15,7 @@ EXPECTED_ALL = sorted([
     "losses",
     "measure_valued",
     "natural",
+    "nes",
     "noise_table",
     "pathwise",
     "problems",
