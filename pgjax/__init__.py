@@ -24,6 +24,7 @@ from pgjax import natural
 # --- zeroth-order and cross-entropy method (issue 6)
 from pgjax import cem
 from pgjax import nes
+from pgjax import shaping
 from pgjax._src.noise import noise_table
 from pgjax._src.zeroth_order import zeroth_order
 
@@ -60,6 +61,7 @@ __all__ = (
     "rollout",
     "score_function",
     "score_function_surrogate",
+    "shaping",
     "sweep",
     "testing",
     "zeroth_order",

@@ -23,6 +23,7 @@ EXPECTED_ALL = sorted([
     "rollout",
     "score_function",
     "score_function_surrogate",
+    "shaping",
     "sweep",
     "testing",
     "zeroth_order",
