@@ -217,7 +217,8 @@ def test_problem_expectations_match_monte_carlo(key):
   """The closed-form expectations are checked against plain sample averages (5 SE)."""
   for name, make in PROBLEMS.items():
     prob = make()
-    x = prob.dist_fn(prob.params).sample(seed=key, sample_shape=(200_000,))
+    with jax.numpy_rank_promotion("allow"):  # distrax broadcasts implicitly inside `sample`
+      x = prob.dist_fn(prob.params).sample(seed=key, sample_shape=(200_000,))
     v = np.asarray(jax.vmap(prob.f)(x), np.float64)
     se = v.std() / np.sqrt(v.size)
     assert abs(v.mean() - float(prob.expectation(prob.params))) < 5 * se + 1e-6, name

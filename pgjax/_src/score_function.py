@@ -14,7 +14,6 @@ independent components of one joint sample, so ``distrax.Normal(loc=jnp.zeros(3)
 from __future__ import annotations
 
 import itertools
-import numbers
 from typing import Any, Callable, NamedTuple, Union
 
 import distrax
@@ -24,16 +23,13 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from pgjax._src import baselines as _baselines
-from pgjax._src import utils
+from pgjax._src import validation
 
-# Baseline names accepted by `score_function`.
-_SCALAR_BASELINES = ("none", "constant", "mean", "leave_one_out", "optimal", "optimal_leave_one_out",
-                     "group_normalize")
-_COORD_BASELINES = ("optimal_per_coordinate", "optimal_per_coordinate_leave_one_out")
-BASELINES = _SCALAR_BASELINES + _COORD_BASELINES
-_NEEDS_TWO = ("leave_one_out", "optimal_leave_one_out", "optimal_per_coordinate_leave_one_out")
+# Kept for code that listed the names; the registry lives in pgjax.baselines.
+BASELINES = _baselines.names()
 
-Baseline = Union[str, float, Callable[[jax.Array], jax.Array]]
+# What `baseline=` accepts: see `pgjax.baselines.get`.
+Baseline = Union[str, float, Callable[[jax.Array], jax.Array], _baselines.Baseline, None]
 
 
 class ScoreFunctionAux(NamedTuple):
@@ -77,26 +73,15 @@ def joint_log_prob(dist: Any, x: Any) -> jax.Array:
   return lp
 
 
-def _check_dist_fn(dist_fn: Any) -> None:
-  utils.check_callable(dist_fn, "dist_fn")
+def _distribution(dist_fn: Callable[[Any], Any], params: Any) -> Any:
+  """``dist_fn(params)``, or ``TypeError`` naming ``dist_fn`` if it is not a distribution (duck-typed)."""
+  return validation.check_distribution(dist_fn(params), "dist_fn")
 
 
-def _is_number(x: Any) -> bool:
-  if isinstance(x, bool):
-    return False
-  if isinstance(x, jax.core.Tracer):  # a traced constant (e.g. swept by vmap over the factory)
-    return x.ndim == 0
-  return isinstance(x, (numbers.Real, np.number)) or (utils.is_concrete(x) and np.ndim(x) == 0)
-
-
-def _validate_baseline(baseline: Baseline, num_samples: int) -> None:
-  if callable(baseline) or _is_number(baseline):
-    return
-  if not isinstance(baseline, str) or baseline not in BASELINES:
-    raise ValueError(f"`baseline` must be one of {BASELINES}, a number or a callable, got {baseline!r}.")
-  if baseline in _NEEDS_TWO and num_samples < 2:
-    raise ValueError(f"`baseline`={baseline!r} leaves one sample out and needs `num_samples` >= 2, "
-                     f"got num_samples={num_samples}.")
+def _sample(dist: Any, key: jax.Array, num_samples: int) -> Any:
+  """``num_samples`` draws from ``dist`` (distrax relies on implicit rank promotion internally)."""
+  with jax.numpy_rank_promotion("allow"):
+    return dist.sample(seed=key, sample_shape=(num_samples,))
 
 
 def _evaluate(f, key, samples, num_samples, f_takes_key, check_finite):
@@ -116,7 +101,9 @@ def _evaluate(f, key, samples, num_samples, f_takes_key, check_finite):
         raise FloatingPointError(f"`f` returned non-finite values at samples {bad[:10].tolist()} "
                                  f"(check_finite=True): {np.asarray(v)[bad[:10]].tolist()}")
     jax.debug.callback(_raise_if_bad, values)
-  return jax.lax.stop_gradient(values)
+  # No stop_gradient: the samples carry none, so the values have no path to the distribution's params; any
+  # other dependence of f (on a hyperparameter it closes over) is part of the estimate's true derivative.
+  return values
 
 
 def score_function(f: Callable[..., jax.Array], dist_fn: Callable[[Any], Any], *, num_samples: int,
@@ -129,117 +116,94 @@ def score_function(f: Callable[..., jax.Array], dist_fn: Callable[[Any], Any], *
      \hat g = \frac{1}{N} \sum_{i=1}^N \big(f(x_i) - b_i\big)\, \nabla_\theta \log p_\theta(x_i),
      \qquad x_i \sim p_\theta \text{ i.i.d.}
 
-  computed as the gradient of the stop-gradient surrogate
-  :math:`\frac1N\sum_i \mathrm{sg}(f(x_i) - b_i) \log p_\theta(x_i)` (one backward pass; no per-sample
-  Jacobian) unless the baseline needs per-sample scores (``optimal*``), in which case the per-sample scores
-  :math:`s_i = \nabla_\theta\log p_\theta(x_i)` are formed once by ``vmap(grad)`` and reused for the estimate.
+  computed as one vector-Jacobian product of :math:`\theta \mapsto (\log p_\theta(x_i))_i` with the
+  cotangent :math:`(f(x_i) - b_i)/N` (one backward pass; no per-sample Jacobian), unless the baseline needs
+  per-sample scores (``optimal*``), in which case the scores :math:`s_i = \nabla_\theta\log p_\theta(x_i)`
+  are formed once by ``vmap(grad)`` and reused for the estimate.
 
-  Baselines (``baseline=``; see :mod:`pgjax.baselines` for the formulas and their bias):
+  Baselines (``baseline=``, resolved by :func:`pgjax.baselines.get`, which lists the formulas and their
+  bias): ``"none"``, a number, ``"constant"`` (reads ``baseline_value=`` at call time), ``"mean"``,
+  ``"leave_one_out"``, ``"optimal"``, ``"optimal_leave_one_out"``, ``"optimal_per_coordinate"``,
+  ``"optimal_per_coordinate_leave_one_out"``, ``"group_normalize"``, a callable ``b(values [N]) -> [N]``
+  (unbiased iff :math:`b_i` ignores :math:`x_i`) or a :class:`pgjax.baselines.Baseline`.
 
-  ======================================  =====================================================
-  ``"none"``                              :math:`b_i = 0`; unbiased
-  number ``c`` / ``"constant"``           :math:`b_i = c` (``"constant"`` reads ``baseline_value=`` at call time); unbiased
-  ``"mean"``                              batch mean incl. :math:`x_i`; :math:`\mathbb{E}\hat g = \frac{N-1}{N}\nabla J`
-  ``"leave_one_out"``                     RLOO; unbiased, N >= 2
-  ``"optimal"``                           in-batch :math:`b^*=\sum f_i\|s_i\|^2/\sum\|s_i\|^2`; O(1/N) bias
-  ``"optimal_leave_one_out"``             leave-one-out :math:`b^*`; unbiased, N >= 2
-  ``"optimal_per_coordinate"``            in-batch :math:`b^*_k`; O(1/N) bias
-  ``"optimal_per_coordinate_leave_one_out"``  leave-one-out :math:`b^*_k`; unbiased, N >= 2
-  ``"group_normalize"``                   :math:`(f_i-\bar f)/\mathrm{std}(f)` as weights (GRPO); biased, rescaled
-  callable ``b(values) -> [N]``           user baseline; unbiased iff :math:`b_i` ignores :math:`x_i`
-  ======================================  =====================================================
+  With ``num_samples=1`` the in-batch baselines equal the single value (``"mean"``, ``"group_normalize"``
+  exactly; ``"optimal"`` and ``"optimal_per_coordinate"`` as :math:`f s^2/s^2`, up to rounding), so the
+  estimate is zero up to rounding error; the leave-one-out ones need N >= 2 and raise.
 
-  With ``num_samples=1`` the in-batch baselines (``"mean"``, ``"optimal"``, ``"optimal_per_coordinate"``,
-  ``"group_normalize"``) equal the single value, so the gradient is exactly zero; the leave-one-out ones
-  need N >= 2 and raise.
+  NaN policy: a non-finite :math:`f(x_i)` propagates into the estimate (NaN gradient leaves) with every
+  baseline; nothing is ranked, dropped or zeroed. Pass ``check_finite=True`` to raise instead.
+
+  Differentiating the estimate: the samples are drawn without a gradient path, and nothing else is held
+  constant, so ``jax.grad`` of a function of the estimate with respect to ``baseline_value``, a
+  hyperparameter that ``f`` or a callable baseline closes over, or ``params`` (through the scores
+  :math:`\nabla_\theta\log p_\theta(x_i)` and the ``optimal*`` coefficients, with the samples fixed) gives
+  the true derivative of the estimate (as used to tune control variates, e.g. Grathwohl et al., "Backpropagation
+  through the void", 2018).
 
   Args:
     f: the objective of one sample, ``f(x) -> scalar`` (or ``f(key, x)`` with ``f_takes_key=True`` for a noisy
-      objective: each sample gets its own key, split from the estimator's key). It is never differentiated.
-    dist_fn: ``params -> distribution`` with distrax's interface.
+      objective: each sample gets its own key, split from the estimator's key). It is never differentiated
+      for the estimate.
+    dist_fn: ``params -> distribution`` with distrax's interface (``sample(seed=, sample_shape=)`` and
+      ``log_prob``; checked at trace time).
     num_samples: N >= 1, static.
-    baseline: see the table; static.
+    baseline: see above; static (a number may be traced).
     f_takes_key: whether ``f`` takes a PRNG key first.
     check_finite: if True, a non-finite ``f`` value raises ``FloatingPointError`` at run time (through a host
       callback; costs a device-to-host transfer of the values).
 
   Returns:
     ``estimator(key, params, *, baseline_value=0.0) -> (grads, ScoreFunctionAux)``; ``grads`` has ``params``'
-    structure and dtypes. ``baseline_value`` (traced) is used by ``baseline="constant"`` only (ignored
-    otherwise), e.g. for an EMA baseline carried by the caller (:func:`pgjax.baselines.ema_update`).
+    structure and dtypes. ``baseline_value`` (traced, scalar) is used by ``baseline="constant"`` only
+    (ignored otherwise), e.g. an EMA baseline carried by the caller (:func:`pgjax.baselines.ema_value`).
 
   Raises:
-    ValueError / TypeError naming the argument for a bad ``num_samples``, ``baseline``, ``f`` or ``dist_fn``
-    (at construction or trace time).
+    ValueError / TypeError naming the argument for a bad ``num_samples``, ``baseline``, ``f``, ``dist_fn`` or
+    ``key`` (at construction or trace time).
 
   References:
     Williams, "Simple statistical gradient-following algorithms for connectionist RL", Machine Learning 1992.
     Mohamed, Rosca, Figurnov, Mnih, "Monte Carlo gradient estimation in machine learning", JMLR 2020.
   """
-  utils.check_callable(f, "f")
-  _check_dist_fn(dist_fn)
-  num_samples = utils.check_positive_int(num_samples, "num_samples")
-  _validate_baseline(baseline, num_samples)
-  per_sample_scores = isinstance(baseline, str) and baseline.startswith("optimal")
+  validation.check_callable(f, "f")
+  validation.check_callable(dist_fn, "dist_fn")
+  num_samples = validation.check_positive_int(num_samples, "num_samples")
+  spec = _baselines.get(baseline, num_samples=num_samples,
+                        supports=("sq_norms", "sq_scores", "value"))
+  per_sample_scores = "sq_norms" in spec.inputs or "sq_scores" in spec.inputs
 
   def estimator(key, params, *, baseline_value=0.0):
-    key = utils.as_key(key)
+    key = validation.as_key(key)
     k_sample, k_f = jax.random.split(key)
-    dist = dist_fn(params)
-    samples = jax.lax.stop_gradient(dist.sample(seed=k_sample, sample_shape=(num_samples,)))
+    dist = _distribution(dist_fn, params)
+    samples = jax.lax.stop_gradient(_sample(dist, k_sample, num_samples))
     values = _evaluate(f, k_f, samples, num_samples, f_takes_key, check_finite)
 
     def log_prob_batch(p):
       return joint_log_prob(dist_fn(p), samples)
 
-    log_probs = jax.lax.stop_gradient(log_prob_batch(params))
-
     if per_sample_scores:
       flat, unravel = ravel_pytree(params)
+
       def one_log_prob(flat_p, x):
         return joint_log_prob(dist_fn(unravel(flat_p)), x)
+
       scores = jax.vmap(jax.grad(one_log_prob), in_axes=(None, 0))(flat, samples)  # [N, D]
-      if baseline == "optimal":
-        b = _baselines.optimal(values, jnp.sum(scores ** 2, axis=1))
-      elif baseline == "optimal_leave_one_out":
-        b = _baselines.optimal_leave_one_out(values, jnp.sum(scores ** 2, axis=1))
-      elif baseline == "optimal_per_coordinate":
-        b = _baselines.optimal_per_coordinate(values, scores ** 2)
-      else:
-        b = _baselines.optimal_per_coordinate_leave_one_out(values, scores ** 2)
-      w = values[:, None] - b if b.ndim == 2 else (values - b)[:, None]
-      g_flat = jnp.mean(w.astype(scores.dtype) * scores, axis=0)
-      grads = unravel(g_flat)
-      grads = jax.tree_util.tree_map(lambda g, p: g.astype(jnp.asarray(p).dtype), grads, params)
-      return grads, ScoreFunctionAux(samples, values, jax.lax.stop_gradient(b), log_probs, num_samples)
-
-    if callable(baseline):
-      b = jnp.asarray(baseline(values), values.dtype)
-      if b.shape != values.shape:
-        raise ValueError(f"callable `baseline` must return shape {values.shape}, got {b.shape}.")
-      weights = values - b
-    elif not isinstance(baseline, str):
-      b = _baselines.constant(values, baseline)
-      weights = values - b
-    elif baseline == "group_normalize":
-      weights = _baselines.group_normalize(values)
-      b = values - weights
+      sq = scores * scores
+      w = spec.weights(values, sq_norms=jnp.sum(sq, axis=1), sq_scores=sq, value=baseline_value)
+      w2 = w if w.ndim == 2 else w[:, None]
+      g_flat = jnp.mean(w2.astype(scores.dtype) * scores, axis=0)
+      grads = jax.tree_util.tree_map(lambda g, p: g.astype(jnp.asarray(p).dtype), unravel(g_flat), params)
+      log_probs = log_prob_batch(params)
     else:
-      b = {
-          "none": lambda v: _baselines.none(v),
-          "constant": lambda v: _baselines.constant(v, baseline_value),
-          "mean": _baselines.batch_mean,
-          "leave_one_out": _baselines.leave_one_out,
-      }[baseline](values)
-      weights = values - b
-    weights = jax.lax.stop_gradient(weights)
-
-    def surrogate(p):
-      lp = log_prob_batch(p)
-      return jnp.mean(weights.astype(lp.dtype) * lp)
-
-    grads = jax.grad(surrogate)(params)
-    return grads, ScoreFunctionAux(samples, values, jax.lax.stop_gradient(b), log_probs, num_samples)
+      w = spec.weights(values, value=baseline_value)
+      # g = J^T w / N with J the Jacobian of the log-probs: the weights enter linearly (no stop_gradient), so
+      # outer derivatives with respect to the baseline are exact.
+      log_probs, vjp_fn = jax.vjp(log_prob_batch, params)
+      (grads,) = vjp_fn((w / num_samples).astype(log_probs.dtype))
+    b = values[:, None] - w if w.ndim == 2 else values - w
+    return grads, ScoreFunctionAux(samples, values, b, log_probs, num_samples)
 
   return estimator
 
@@ -265,15 +229,15 @@ def pathwise(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any], *,
   References:
     Kingma & Welling, "Auto-encoding variational Bayes", 2014; Mohamed et al., JMLR 2020, section 5.
   """
-  utils.check_callable(f, "f")
-  _check_dist_fn(dist_fn)
-  num_samples = utils.check_positive_int(num_samples, "num_samples")
+  validation.check_callable(f, "f")
+  validation.check_callable(dist_fn, "dist_fn")
+  num_samples = validation.check_positive_int(num_samples, "num_samples")
 
   def estimator(key, params):
-    key = utils.as_key(key)
+    key = validation.as_key(key)
 
     def objective(p):
-      x = dist_fn(p).sample(seed=key, sample_shape=(num_samples,))
+      x = _sample(_distribution(dist_fn, p), key, num_samples)
       v = jax.vmap(f)(x)
       if v.shape != (num_samples,):
         raise ValueError(f"`f` must return a scalar for each sample; got shape {v.shape[1:]} per sample.")
@@ -333,16 +297,16 @@ def exact_gradient(f: Callable[[Any], jax.Array] | None = None, dist_fn: Callabl
   if expectation is not None:
     if f is not None or dist_fn is not None or support is not None:
       raise ValueError("pass either `expectation` or (`f`, `dist_fn`, `support`), not both.")
-    utils.check_callable(expectation, "expectation")
+    validation.check_callable(expectation, "expectation")
     value_fn = expectation
   else:
     if f is None or dist_fn is None:
       raise ValueError("`exact_gradient` needs `f` and `dist_fn` (enumeration) or `expectation=`.")
-    utils.check_callable(f, "f")
-    _check_dist_fn(dist_fn)
+    validation.check_callable(f, "f")
+    validation.check_callable(dist_fn, "dist_fn")
 
     def value_fn(params):
-      dist = dist_fn(params)
+      dist = _distribution(dist_fn, params)
       xs = enumerate_support(dist) if support is None else jnp.asarray(support)
       vals = jnp.asarray(jax.vmap(f)(xs))
       if vals.shape != xs.shape[:1]:
