@@ -80,7 +80,7 @@ def _linear_softmax_policy(num_states=5, obs_dim=3, num_actions=4, seed=0):
   k1, k2 = jax.random.split(jax.random.key(seed))
   states = jax.random.normal(k1, (num_states, obs_dim))
   params = {"w": 0.5 * jax.random.normal(k2, (obs_dim, num_actions)), "b": jnp.zeros(num_actions)}
-  dist_fn = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"])
+  dist_fn = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"][None, :])
   return states, params, dist_fn
 
 
@@ -102,7 +102,7 @@ def _enumerated_fisher(logits_fn, params, weights):
 def test_weighted_batch_fisher_of_linear_softmax_policy_matches_kronecker_closed_form():
   states, params, dist_fn = _linear_softmax_policy()
   weights = jnp.array([1.0, 0.0, 2.0, 0.5, 1.5])
-  logits = states @ params["w"] + params["b"]
+  logits = states @ params["w"] + params["b"][None, :]
   p = jax.nn.softmax(logits)
   # Closed form: F = sum_b w_b [s_b; 1][s_b; 1]^T kron (diag p_b - p_b p_b^T) / sum w, in ravel order (b, w).
   feats = jnp.concatenate([jnp.ones((5, 1)), states], axis=1)  # bias row first ("b" < "w")
@@ -181,7 +181,7 @@ def test_linearises_once_products_reuse_it():
 
   def dist_fn(p):
     calls.append(1)
-    return distrax.Categorical(logits=states @ p["w"] + p["b"])
+    return distrax.Categorical(logits=states @ p["w"] + p["b"][None, :])
 
   fvp = fisher_vector_product(dist_fn, params)
   v = jax.tree_util.tree_map(jnp.ones_like, params)
@@ -202,7 +202,7 @@ def test_jit_vmap_and_single_trace():
   @jax.jit
   @chex.assert_max_traces(n=1)
   def products(p, v):
-    fvp = fisher_vector_product(lambda q: distrax.Categorical(logits=states @ q["w"] + q["b"]), p)
+    fvp = fisher_vector_product(lambda q: distrax.Categorical(logits=states @ q["w"] + q["b"][None, :]), p)
     return jax.vmap(fvp)(v)
 
   out = products(params, vs)
@@ -253,3 +253,51 @@ def test_bad_input_raises_naming_the_argument():
     fvp({"w": jnp.ones((3, 5)), "b": jnp.ones(4)})
   with pytest.raises(ValueError, match="weights"):
     empirical_fisher_vector_product(lambda p: jnp.zeros(3) + p["b"][0], params, weights=jnp.ones(2))
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.bfloat16, 3e-2), (jnp.float16, 4e-3)])
+def test_low_precision_params_give_the_float32_products_in_their_own_dtype(dtype, tol):
+  """bfloat16 / float16 parameters: every product runs (no cotangent dtype mismatch), is finite, keeps
+  the parameters' dtype, and equals the float32 product at the same (rounded) parameters and tangent
+  within the low-precision tolerance."""
+  states = jax.random.normal(jax.random.key(0), (8, 3))
+  w = (0.5 * jax.random.normal(jax.random.key(1), (3, 4))).astype(dtype)
+  v = jax.random.normal(jax.random.key(2), (3, 4)).astype(dtype)
+  dist_fn = lambda p: distrax.Categorical(logits=states.astype(p.dtype) @ p)
+  log_prob_fn = lambda p: jax.nn.log_softmax(states.astype(p.dtype) @ p)[jnp.arange(8), jnp.arange(8) % 4]
+  makers = {
+      "ggn": lambda p: fisher_vector_product(dist_fn, p),
+      "ggn_kl_output": lambda p: fisher_vector_product(dist_fn, p, output_fisher="kl"),
+      "kl_hessian": lambda p: kl_hessian_vector_product(dist_fn, p),
+      "empirical": lambda p: empirical_fisher_vector_product(log_prob_fn, p),
+  }
+  products = jax.jit(lambda p, t: {name: make(p)(t) for name, make in makers.items()})  # one compile
+  refs, outs = products(w.astype(jnp.float32), v.astype(jnp.float32)), products(w, v)
+  for name in makers:
+    ref, out = np.asarray(refs[name]), outs[name]
+    assert out.dtype == dtype, name
+    out = np.asarray(out, np.float32)
+    assert np.all(np.isfinite(out)), name
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.max(np.abs(ref)), err_msg=name)
+
+
+def test_duck_typed_distribution_outside_distrax_uses_the_kl_hessian():
+  """A distribution that is not a distrax class (no pytree, only batch_shape and kl_divergence) gets the
+  exact softmax Fisher diag(p) - p p^T through the KL fallback."""
+
+  class Softmax:  # not a pytree: the product must fall back to the parameter-space KL Hessian
+
+    def __init__(self, logits):
+      self.logits = logits
+      self.batch_shape = ()
+
+    def kl_divergence(self, other):
+      p = jax.nn.softmax(self.logits)
+      return jnp.sum(p * (jax.nn.log_softmax(self.logits) - jax.nn.log_softmax(other.logits)))
+
+  logits = jnp.array([0.3, -1.0, 2.0])
+  p = jax.nn.softmax(logits)
+  expected = jnp.diag(p) - jnp.outer(p, p)
+  np.testing.assert_allclose(_dense(fisher_vector_product(Softmax, logits), logits), expected, atol=1e-6)
+  with pytest.raises(TypeError, match="dist_fn"):
+    kl_hessian_vector_product(lambda t: object(), logits)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pgjax._src import linalg
+from pgjax._src import utils
 from pgjax.natural import conjugate_gradient
 
 
@@ -14,7 +14,7 @@ def _spd(key, n, cond):
   """Random SPD matrix with eigenvalues log-spaced from 1 to ``cond``."""
   q, _ = jnp.linalg.qr(jax.random.normal(key, (n, n)))
   eig = jnp.logspace(0.0, jnp.log10(cond), n)
-  return (q * eig) @ q.T
+  return (q * eig[None, :]) @ q.T
 
 
 def test_matches_dense_solve_on_damped_spd_systems(key):
@@ -138,7 +138,7 @@ def test_damping_is_traced_vmap_and_single_trace():
 
   dampings = jnp.array([0.0, 0.5, 2.0])
   xs = jax.jit(jax.vmap(solve))(dampings)
-  np.testing.assert_allclose(xs, b / (jnp.diag(a)[None, :] + dampings[:, None]), rtol=1e-5)
+  np.testing.assert_allclose(xs, b[None, :] / (jnp.diag(a)[None, :] + dampings[:, None]), rtol=1e-5)
   solve_once = jax.jit(chex.assert_max_traces(solve, n=1))
   np.testing.assert_allclose(solve_once(jnp.array(1.0)), b / (jnp.diag(a) + 1.0), rtol=1e-5)
   solve_once(jnp.array(3.0))  # a new damping value does not retrace
@@ -175,10 +175,24 @@ def test_bad_input_raises_naming_the_argument():
 
 def test_tree_vdot_accumulates_in_float32():
   a = {"x": jnp.full((1000,), 0.1, jnp.bfloat16)}
-  assert linalg.tree_vdot(a, a).dtype == jnp.float32
+  assert utils.tree_vdot(a, a).dtype == jnp.float32
 
 
 def test_non_finite_right_hand_side_propagates_instead_of_a_silent_zero_step():
   import pgjax
   x, info = pgjax.natural.conjugate_gradient(lambda v: 2.0 * v, jnp.array([jnp.nan, 1.0]), iters=5)
   assert np.all(np.isnan(np.asarray(x))) and not bool(info.converged)
+
+
+def test_low_precision_system_is_solved_in_float32(key):
+  """bfloat16 right-hand side: the iterates run in float32 (matvec sees bfloat16), so the solution is the
+  dense solution up to bfloat16 rounding, returned as bfloat16."""
+  a = _spd(key, 12, 50.0)
+  x_true = jax.random.normal(jax.random.fold_in(key, 1), (12,))
+  b = (a @ x_true).astype(jnp.bfloat16)
+  matvec = lambda v: (a @ v.astype(jnp.float32)).astype(jnp.bfloat16)
+  x, info = conjugate_gradient(matvec, b, iters=40, tol=0.0)
+  assert x.dtype == jnp.bfloat16 and info.residual_norm.dtype == jnp.float32
+  expected = jnp.linalg.solve(a, b.astype(jnp.float32))
+  err = np.linalg.norm(np.asarray(x, np.float32) - expected) / np.linalg.norm(expected)
+  assert err < 3e-2, err

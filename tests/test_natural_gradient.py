@@ -24,10 +24,10 @@ def _policies():
   k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
   states = jax.random.normal(k1, (NUM_STATES, 4))
   cat_params = {"w": 0.5 * jax.random.normal(k2, (4, 5)), "b": jnp.zeros(5)}
-  cat = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"])
+  cat = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"][None, :])
   gau_params = {"w": 0.5 * jax.random.normal(k2, (4, 2)), "log_std": jnp.array([-0.5, 0.3])}
   gau = lambda p: distrax.MultivariateNormalDiag(states @ p["w"],
-                                                 jnp.exp(p["log_std"]) * jnp.ones((NUM_STATES, 2)))
+                                                 jnp.exp(p["log_std"])[None, :] * jnp.ones((NUM_STATES, 2)))
   rand = lambda p: jax.tree_util.tree_map(lambda x: jax.random.normal(k3, x.shape), p)
   return {"categorical": (cat, cat_params, rand(cat_params)),
           "gaussian": (gau, gau_params, rand(gau_params))}
@@ -157,7 +157,7 @@ def test_line_search_rejects_non_finite_candidates():
 
 def _trpo_step(key, params, states, labels, max_kl):
   """One TRPO step on a contextual classification bandit (reward 1 for the right class)."""
-  dist_fn = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"])
+  dist_fn = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"][None, :])
   pi_old = dist_fn(params)
   actions = pi_old.sample(seed=key)
   rewards = (actions == labels).astype(jnp.float32)
@@ -191,7 +191,7 @@ def test_whole_trpo_step_under_jit_vmap_over_seeds(key):
   # The expected reward (exact: mean over states of pi(label | s)) improves on average over seeds by
   # more than 5 standard errors.
   reward = lambda p: jnp.mean(jnp.take_along_axis(
-      jax.nn.softmax(states @ p["w"] + p["b"]), labels[:, None], axis=-1))
+      jax.nn.softmax(states @ p["w"] + p["b"][None, :]), labels[:, None], axis=-1))
   gains = jax.vmap(reward)(new) - reward(params)
   assert float(gains.mean()) > 5 * float(gains.std(ddof=1)) / np.sqrt(num_seeds)
 
@@ -281,3 +281,30 @@ def test_cs285_policy_fisher_from_pgjax_matches_closed_form():
   dense = np.asarray(jax.jacfwd(fvp)(jnp.zeros(2)))
   want = np.diag([np.sum(w * m) / np.sum(w) / sigma ** 2, 2 / sigma ** 2])
   np.testing.assert_allclose(dense, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.bfloat16, 5e-2), (jnp.float16, 5e-3)])
+def test_low_precision_params_natural_gradient_matches_float32(dtype, tol):
+  """bfloat16 / float16 parameters: the damped natural gradient and the trust-region step run, are
+  finite, keep the dtype, and equal the float32 computation at the same rounded inputs."""
+  cat, params, grads = _policies()["categorical"]
+  low = lambda t: jax.tree_util.tree_map(lambda x: x.astype(dtype), t)
+  f32 = lambda t: jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), t)
+  dist_fn = lambda p: cat(jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), p))
+  params, grads = low(params), low(grads)
+
+  def solve(p, g):
+    fvp = fisher_vector_product(dist_fn, p)
+    d, _ = natural_gradient(g, fvp, damping=0.1, iters=30)
+    step, info = trust_region_step(d, g, fvp, max_kl=0.01)
+    return d, step, info.predicted_kl
+
+  d, step, kl = jax.jit(solve)(params, grads)
+  d_ref, step_ref, _ = solve(f32(params), f32(grads))
+  chex.assert_trees_all_equal_shapes_and_dtypes(d, params)
+  chex.assert_trees_all_equal_shapes_and_dtypes(step, params)
+  for out, ref in ((d, d_ref), (step, step_ref)):
+    out, ref = np.asarray(ravel_pytree(f32(out))[0]), np.asarray(ravel_pytree(ref)[0])
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.max(np.abs(ref)))
+  np.testing.assert_allclose(kl, 0.01, rtol=1e-3)

@@ -47,7 +47,15 @@ without ever forming it:
 All three accept any parameter pytree (flax ``params`` included), return
 products with the tree structure and leaf dtypes of ``params`` (tangents are
 cast to the parameters' dtypes, which ``jax.jvp`` requires), and are pure, so
-they work under ``jit`` and ``vmap``.
+they work under ``jit`` and ``vmap``. With low-precision parameters (bfloat16,
+float16) the network runs in its own dtype, but the distribution's parameters,
+the output-space Fisher and the weights are promoted to float32 before the
+transposed product, which returns the parameters' dtype.
+
+Distributions are duck-typed: the closed forms apply to the distrax classes
+named below; anything else with ``batch_shape`` and ``kl_divergence`` (a pytree
+of its parameters, or any object through the parameter-space KL Hessian) works
+through the KL fallback.
 
 Why hand-written: kfac-jax builds curvature blocks for layer-structured
 networks and needs its own model registration; optax has no Fisher product. The
@@ -76,6 +84,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from pgjax._src import linalg
+from pgjax._src import utils
+from pgjax._src import validation
 
 PyTree = Any
 FisherProduct = Callable[[PyTree], PyTree]
@@ -153,27 +163,27 @@ def fisher_vector_product(
     semi-definite in ``v``.
 
   Raises:
-    TypeError: ``dist_fn`` is not callable or does not return a
-      ``distrax.Distribution``; ``params`` has non-floating leaves; the
-      distribution needs the KL fallback but has no ``kl_divergence``.
+    TypeError: ``dist_fn`` is not callable or returns an object without
+      ``batch_shape``; ``params`` has non-floating leaves; the distribution
+      needs the KL fallback but has no ``kl_divergence``.
     ValueError: unknown ``output_fisher``; ``weights`` whose shape is not the
       distribution's batch shape, or concrete negative weights; ``v`` (at call
       time) with a different structure than ``params``.
   """
-  linalg.check_callable(dist_fn, "dist_fn")
+  validation.check_callable(dist_fn, "dist_fn")
   if output_fisher not in _OUTPUT_FISHERS:
     raise ValueError(f"`output_fisher` must be one of {_OUTPUT_FISHERS}, got {output_fisher!r}.")
-  params = linalg.check_float_tree(params, "params")
+  params = validation.check_float_tree(params, "params")
   captured = {}
 
   def outputs(p):
-    dist = dist_fn(p)
-    if not isinstance(dist, distrax.Distribution):
-      raise TypeError("`dist_fn` must return a distrax.Distribution, got "
-                      f"{type(dist).__name__}.")
+    dist = _check_distribution(dist_fn(p))
     kind, z, rebuild = _distribution_outputs(dist, output_fisher)
     captured.update(kind=kind, rebuild=rebuild, batch_shape=tuple(dist.batch_shape))
-    return z
+    # Low-precision outputs (bfloat16, float16) are promoted to float32: the output-space Fisher M
+    # and the weights are applied in float32, and the transposed Jacobian casts back to the
+    # parameters' dtypes.
+    return tuple(_at_least_float32(x) for x in z)
 
   z0, jvp_fn = jax.linearize(outputs, params)
   kind, rebuild, batch_shape = captured["kind"], captured["rebuild"], captured["batch_shape"]
@@ -232,18 +242,17 @@ def kl_hessian_vector_product(
     ValueError: unknown ``mode``, bad ``weights`` or mismatched ``v``.
     TypeError: ``dist_fn`` not callable, non-floating ``params``.
   """
-  linalg.check_callable(dist_fn, "dist_fn")
+  validation.check_callable(dist_fn, "dist_fn")
   if mode not in _KL_MODES:
     raise ValueError(f"`mode` must be one of {_KL_MODES}, got {mode!r}.")
-  params = linalg.check_float_tree(params, "params")
-  dist0 = dist_fn(params)
-  if not isinstance(dist0, distrax.Distribution):
-    raise TypeError(f"`dist_fn` must return a distrax.Distribution, got {type(dist0).__name__}.")
-  dist0 = jax.tree_util.tree_map(jax.lax.stop_gradient, dist0)
+  params = validation.check_float_tree(params, "params")
+  dist0 = _check_distribution(dist_fn(params), need_kl=True)
+  dist0 = jax.tree_util.tree_map(
+      lambda x: jax.lax.stop_gradient(x) if isinstance(x, jax.Array) else x, dist0)
   w = _normalised_weights(weights, tuple(dist0.batch_shape), linalg.tree_scalar_dtype(params))
 
   def mean_kl(p):
-    kl = dist0.kl_divergence(dist_fn(p))
+    kl = _at_least_float32(dist0.kl_divergence(dist_fn(p)))
     return jnp.sum(w * kl)
 
   grad_kl = jax.grad(mean_kl)
@@ -256,7 +265,7 @@ def kl_hessian_vector_product(
 
     def hvp(v):
       v = _as_tangent(v, params)
-      return _cast_like(jax.grad(lambda p: linalg.tree_vdot(grad_kl(p), v))(params), params)
+      return _cast_like(jax.grad(lambda p: utils.tree_vdot(grad_kl(p), v))(params), params)
 
   return hvp
 
@@ -301,12 +310,14 @@ def empirical_fisher_vector_product(
       log-probabilities.
     ValueError: bad ``weights`` shape or sign; mismatched ``v``.
   """
-  linalg.check_callable(log_prob_fn, "log_prob_fn")
-  params = linalg.check_float_tree(params, "params")
-  log_probs, jvp_fn = jax.linearize(log_prob_fn, params)
-  if not isinstance(log_probs, jax.Array) or not jnp.issubdtype(log_probs.dtype, jnp.floating):
+  validation.check_callable(log_prob_fn, "log_prob_fn")
+  params = validation.check_float_tree(params, "params")
+  out_shape = jax.eval_shape(log_prob_fn, params)
+  if not hasattr(out_shape, "dtype") or not jnp.issubdtype(out_shape.dtype, jnp.floating):
     raise TypeError("`log_prob_fn` must return a floating array of per-sample log-probabilities, "
-                    f"got {type(log_probs).__name__}.")
+                    f"got {type(out_shape).__name__}.")
+  # float32 at least, so that the weights and the transposed product do not round to bfloat16.
+  log_probs, jvp_fn = jax.linearize(lambda p: _at_least_float32(log_prob_fn(p)), params)
   w = _normalised_weights(weights, tuple(log_probs.shape), log_probs.dtype)
   transpose_fn = jax.linear_transpose(jvp_fn, params)
 
@@ -323,6 +334,20 @@ def empirical_fisher_vector_product(
 # --------------------------------------------------------------------------
 
 
+def _at_least_float32(x):
+  x = jnp.asarray(x)
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _check_distribution(dist, need_kl=False):
+  """Duck-typed check of ``dist_fn``'s result: a ``batch_shape`` and, where needed, ``kl_divergence``."""
+  if not hasattr(dist, "batch_shape") or (need_kl and not callable(getattr(dist, "kl_divergence", None))):
+    what = "`batch_shape` and `kl_divergence`" if need_kl else "`batch_shape`"
+    raise TypeError(f"`dist_fn` must return a distribution with {what} (e.g. a distrax "
+                    f"distribution), got {type(dist).__name__}.")
+  return dist
+
+
 def _distribution_outputs(dist, output_fisher):
   """Returns (kind, z, rebuild): the distribution's coordinates z (a tuple of arrays)."""
   if output_fisher == "auto":
@@ -337,9 +362,11 @@ def _distribution_outputs(dist, output_fisher):
   if not hasattr(dist, "kl_divergence"):
     raise TypeError(f"{type(dist).__name__} has no closed-form output Fisher and no kl_divergence.")
   leaves, treedef = jax.tree_util.tree_flatten(dist)
-  if not _rebuildable(treedef):
-    return "opaque", (), None
   is_float = [hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact) for x in leaves]
+  if not any(is_float) or not _rebuildable(treedef):
+    # Not a pytree of its parameters (an object that is a single leaf), or one that hides arrays
+    # in static metadata: it cannot be rebuilt from its floating leaves.
+    return "opaque", (), None
   fixed = []
   for leaf, f in zip(leaves, is_float):
     if not f and isinstance(leaf, jax.core.Tracer):
@@ -355,11 +382,8 @@ def _distribution_outputs(dist, output_fisher):
   return "kl", z, rebuild
 
 
-try:  # distrax's pytree base class (not re-exported at the top level)
-  from distrax._src.utils.jittable import Jittable as _Jittable  # pylint: disable=g-import-not-at-top
-except ImportError:  # pragma: no cover - other distrax layouts: treat every distribution as opaque
-  _Jittable = None
-
+# Public distrax classes whose pytree flattening keeps non-array attributes as static metadata.
+_PYTREE_BASES = (distrax.Distribution, distrax.Bijector)
 _SIMPLE_METADATA = (bool, int, float, str, type(None), type, np.dtype, tuple)
 
 
@@ -370,12 +394,10 @@ def _rebuildable(treedef) -> bool:
   (shapes, dtypes, but also functions and other objects) as static metadata; a distribution that keeps
   parameter-dependent closures there cannot be rebuilt from its leaves.
   """
-  if _Jittable is None:
-    return False
   node = treedef.node_data()
   if node is not None:
     node_type, aux = node
-    if (isinstance(node_type, type) and issubclass(node_type, _Jittable)
+    if (isinstance(node_type, type) and issubclass(node_type, _PYTREE_BASES)
         and isinstance(aux, tuple) and len(aux) == 3):  # (metadata, switch, inner treedef)
       metadata, _, inner = aux
       if not all(isinstance(m, _SIMPLE_METADATA) for m in metadata):
@@ -427,7 +449,7 @@ def _normalised_weights(weights, shape, dtype):
   n = math.prod(shape)
   if weights is None:
     return jnp.full(shape, 1.0 / max(n, 1), dtype)
-  linalg.check_nonnegative(weights, "weights")
+  validation.check_nonnegative(weights, "weights")
   weights = jnp.asarray(weights, dtype)
   if weights.shape != tuple(shape):
     raise ValueError(f"`weights` must have the distribution's batch shape {tuple(shape)}, got "
@@ -437,7 +459,7 @@ def _normalised_weights(weights, shape, dtype):
 
 
 def _as_tangent(v, params):
-  linalg.check_same_structure(params, v, "params", "v")
+  validation.check_same_structure(params, v, "params", "v")
   return jax.tree_util.tree_map(lambda x, p: jnp.asarray(x, p.dtype), v, params)
 
 

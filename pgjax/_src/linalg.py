@@ -22,9 +22,10 @@ long as the slowest one anyway; lineax's CG raises an error by default when it
 hits ``max_steps`` inside a vmapped sweep, and adds a dependency. The solver
 below is a few lines of textbook CG (Hestenes & Stiefel, 1952) with guards.
 
-This module depends only on ``jax`` (and NumPy for static checks); the small
-validation helpers at the bottom are shared by the other natural-gradient
-modules.
+Low precision: leaves in bfloat16 or float16 are solved in float32 (the
+iterates, residuals and ``matvec``'s outputs are promoted; ``matvec`` receives
+its inputs in the leaves' own dtypes) and the solution is returned in the
+leaves' dtypes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pgjax._src import utils
+from pgjax._src import validation
+from pgjax._src.utils import tree_vdot
 
 PyTree = Any
 
@@ -128,20 +130,28 @@ def conjugate_gradient(
     linear systems", J. Res. Nat. Bur. Standards 49(6), 1952.
     J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd ed., Alg. 5.2.
   """
-  iters = check_int(iters, "iters", minimum=1)
-  check_callable(matvec, "matvec")
-  check_nonnegative(damping, "damping")
-  check_nonnegative(tol, "tol")
-  b = check_float_tree(b, "b")
+  iters = validation.check_positive_int(iters, "iters", minimum=1)
+  validation.check_callable(matvec, "matvec")
+  validation.check_nonnegative(damping, "damping")
+  validation.check_nonnegative(tol, "tol")
+  b_in = validation.check_float_tree(b, "b")
+  out_shape = jax.eval_shape(matvec, b_in)
+  validation.check_same_structure(b_in, out_shape, "b", "matvec(b)")
+  # Work in float32 or wider; matvec sees (and returns) the caller's dtypes.
+  b = jax.tree_util.tree_map(_promote, b_in)
+  user_matvec = matvec
+
+  def matvec(v):
+    v_in = jax.tree_util.tree_map(lambda x, ref: x.astype(ref.dtype), v, b_in)
+    return jax.tree_util.tree_map(lambda y, ref: jnp.asarray(y).astype(ref.dtype), user_matvec(v_in), b)
+
   if x0 is None:
     x0 = jax.tree_util.tree_map(jnp.zeros_like, b)
     x0_is_zero = True
   else:
-    check_same_structure(b, x0, "b", "x0")
+    validation.check_same_structure(b, x0, "b", "x0")
     x0 = jax.tree_util.tree_map(lambda x, ref: jnp.asarray(x, ref.dtype), x0, b)
     x0_is_zero = False
-  out_shape = jax.eval_shape(matvec, b)
-  check_same_structure(b, out_shape, "b", "matvec(b)")
 
   scalar_dtype = tree_scalar_dtype(b)
   damping = jnp.asarray(damping, scalar_dtype)
@@ -191,13 +201,17 @@ def conjugate_gradient(
   # A non-finite right-hand side (a NaN gradient, say) must not turn into a silent zero step: propagate it.
   finite_b = jnp.isfinite(bnorm2)
   x = jax.tree_util.tree_map(lambda v: jnp.where(finite_b, v, jnp.asarray(jnp.nan, v.dtype)), x)
+  x = jax.tree_util.tree_map(lambda v, ref: v.astype(ref.dtype), x, b_in)
   info = CGInfo(iterations=used, residual_norm=jnp.sqrt(rs), converged=rs <= threshold)
   return x, info
 
 
+def _promote(x: jax.Array) -> jax.Array:
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 # --------------------------------------------------------------------------
-# Small pytree helpers and static checks (shared by fisher / natural_gradient /
-# transforms; kept here so the natural-gradient family depends only on jax).
+# Small pytree helpers (shared by fisher / natural_gradient / transforms).
 # --------------------------------------------------------------------------
 
 
@@ -220,12 +234,3 @@ def tree_scalar_dtype(tree: PyTree) -> jnp.dtype:
   """The dtype used for CG scalars: the widest leaf dtype, at least float32."""
   leaves = jax.tree_util.tree_leaves(tree)
   return jnp.result_type(*[jnp.asarray(x).dtype for x in leaves], jnp.float32)
-
-
-# Static argument checks live in pgjax._src.utils (shared with the rest of the library).
-check_int = utils.check_positive_int
-check_nonnegative = utils.check_nonnegative
-check_callable = utils.check_callable
-check_float_tree = utils.check_float_tree
-check_same_structure = utils.tree_check_same_structure
-tree_vdot = utils.tree_vdot

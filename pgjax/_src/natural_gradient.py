@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from pgjax._src import linalg
 from pgjax._src import utils
+from pgjax._src import validation
 from pgjax._src.linalg import CGInfo
 
 PyTree = Any
@@ -133,8 +134,8 @@ def natural_gradient(
       returning a pytree that does not match ``grads``.
     TypeError: non-callable ``fvp``, non-integer ``iters``.
   """
-  linalg.check_callable(fvp, "fvp")
-  grads = linalg.check_float_tree(grads, "grads")
+  validation.check_callable(fvp, "fvp")
+  grads = validation.check_float_tree(grads, "grads")
   _check_fvp_matches(fvp, grads)
   return linalg.conjugate_gradient(fvp, grads, iters=iters, damping=damping, tol=tol, x0=x0)
 
@@ -190,15 +191,15 @@ def trust_region_step(
     ValueError: a concrete ``max_kl <= 0``; ``direction``, ``grads`` and the
       output of ``fvp`` with different structures.
   """
-  linalg.check_nonnegative(max_kl, "max_kl", strict=True)
-  linalg.check_callable(fvp, "fvp")
-  direction = linalg.check_float_tree(direction, "direction")
-  grads = linalg.check_float_tree(grads, "grads")
-  linalg.check_same_structure(direction, grads, "direction", "grads")
+  validation.check_nonnegative(max_kl, "max_kl", strict=True)
+  validation.check_callable(fvp, "fvp")
+  direction = validation.check_float_tree(direction, "direction")
+  grads = validation.check_float_tree(grads, "grads")
+  validation.check_same_structure(direction, grads, "direction", "grads")
   _check_fvp_matches(fvp, direction, name="direction")
   dtype = linalg.tree_scalar_dtype(direction)
   max_kl = jnp.asarray(max_kl, dtype)
-  curvature = linalg.tree_vdot(direction, fvp(direction)).astype(dtype)
+  curvature = utils.tree_vdot(direction, fvp(direction)).astype(dtype)
   ok = (curvature > 0) & jnp.isfinite(curvature)
   scale = jnp.where(ok, jnp.sqrt(2.0 * max_kl / jnp.where(ok, curvature, 1.0)), 0.0)
   step = linalg.tree_scale(scale, direction)
@@ -206,7 +207,7 @@ def trust_region_step(
       scale=scale,
       curvature=curvature,
       predicted_kl=0.5 * scale**2 * jnp.where(ok, curvature, 0.0),
-      expected_improvement=scale * linalg.tree_vdot(grads, direction).astype(dtype),
+      expected_improvement=scale * utils.tree_vdot(grads, direction).astype(dtype),
   )
   return step, info
 
@@ -274,17 +275,17 @@ def backtracking_line_search(
       ``shrink`` outside (0, 1), negative ``accept_ratio``; ``step`` not
       matching ``params``; non-callable functions.
   """
-  linalg.check_callable(objective_fn, "objective_fn")
-  linalg.check_callable(kl_fn, "kl_fn")
-  num_steps = linalg.check_int(num_steps, "num_steps", minimum=1)
-  linalg.check_nonnegative(max_kl, "max_kl", strict=True)
-  linalg.check_nonnegative(shrink, "shrink", strict=True)
-  if utils.is_concrete(shrink) and not float(shrink) < 1.0:
+  validation.check_callable(objective_fn, "objective_fn")
+  validation.check_callable(kl_fn, "kl_fn")
+  num_steps = validation.check_positive_int(num_steps, "num_steps", minimum=1)
+  validation.check_nonnegative(max_kl, "max_kl", strict=True)
+  validation.check_nonnegative(shrink, "shrink", strict=True)
+  if validation.is_concrete(shrink) and not float(shrink) < 1.0:
     raise ValueError(f"`shrink` must be in (0, 1), got {shrink!r}.")
-  linalg.check_nonnegative(accept_ratio, "accept_ratio")
-  params = linalg.check_float_tree(params, "params")
-  step = linalg.check_float_tree(step, "step")
-  linalg.check_same_structure(params, step, "params", "step")
+  validation.check_nonnegative(accept_ratio, "accept_ratio")
+  params = validation.check_float_tree(params, "params")
+  step = validation.check_float_tree(step, "step")
+  validation.check_same_structure(params, step, "params", "step")
 
   dtype = linalg.tree_scalar_dtype(params)
   fractions = jnp.asarray(shrink, dtype) ** jnp.arange(num_steps, dtype=dtype)
@@ -319,4 +320,4 @@ def _check_fvp_matches(fvp, tree, name="grads"):
     out = jax.eval_shape(fvp, tree)
   except ValueError as e:  # e.g. the product's own structure check
     raise ValueError(f"`fvp` cannot be applied to a pytree shaped like `{name}`: {e}") from e
-  linalg.check_same_structure(tree, out, name, "fvp(" + name + ")")
+  validation.check_same_structure(tree, out, name, "fvp(" + name + ")")

@@ -16,7 +16,14 @@ others)::
 
 Hyperparameters ``damping``, ``max_kl`` and ``tol`` may be JAX values (traced):
 build the transformation inside the function you ``vmap`` over them, or wrap
-the constructor in ``optax.inject_hyperparams``. ``iters`` is static.
+the constructor in ``optax.inject_hyperparams``::
+
+    tx = optax.inject_hyperparams(pgjax.natural.natural_sgd)(learning_rate=0.1, damping=0.3)
+
+``iters`` (the number of conjugate-gradient iterations) is static: its default
+``None`` (10 iterations) is not a number, so ``inject_hyperparams`` leaves it
+alone; to set it through ``inject_hyperparams`` name it static,
+``optax.inject_hyperparams(natural_sgd, static_args=("iters",))(..., iters=20)``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import optax
 
 from pgjax._src import linalg
 from pgjax._src import natural_gradient as ng
+from pgjax._src import validation
 from pgjax._src.linalg import CGInfo
 
 PyTree = Any
@@ -51,10 +59,26 @@ class NaturalGradientState(NamedTuple):
   trust_region: ng.TrustRegionInfo
 
 
+_DEFAULT_ITERS = 10
+
+
+def _static_iters(iters) -> int:
+  """``iters`` as a Python int (None -> the default); a traced value gets a message that says why."""
+  if iters is None:
+    return _DEFAULT_ITERS
+  if validation.is_traced(iters):
+    raise TypeError("`iters` must be a static Python int (it is the length of the conjugate-gradient "
+                    "loop), got a traced value; with optax.inject_hyperparams pass "
+                    "static_args=('iters',).")
+  if isinstance(iters, jax.Array) and iters.ndim == 0 and jnp.issubdtype(iters.dtype, jnp.integer):
+    iters = int(iters)
+  return validation.check_positive_int(iters, "iters", minimum=1)
+
+
 def scale_by_natural_gradient(
     *,
     damping: jax.typing.ArrayLike = 1e-3,
-    iters: int = 10,
+    iters: int | None = None,
     tol: jax.typing.ArrayLike = 1e-10,
     max_kl: jax.typing.ArrayLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -75,7 +99,7 @@ def scale_by_natural_gradient(
 
   Args:
     damping: :math:`\lambda \ge 0` (may be traced).
-    iters: conjugate-gradient iterations (static int >= 1).
+    iters: conjugate-gradient iterations (static int >= 1); None means 10.
     tol: CG relative tolerance (may be traced).
     max_kl: None (no trust-region scaling) or :math:`\delta > 0` (may be
       traced; whether it is None is static).
@@ -91,11 +115,11 @@ def scale_by_natural_gradient(
     missing or non-callable ``fvp`` or one whose output does not match
     ``updates``.
   """
-  iters = linalg.check_int(iters, "iters", minimum=1)
-  linalg.check_nonnegative(damping, "damping")
-  linalg.check_nonnegative(tol, "tol")
+  iters = _static_iters(iters)
+  validation.check_nonnegative(damping, "damping")
+  validation.check_nonnegative(tol, "tol")
   if max_kl is not None:
-    linalg.check_nonnegative(max_kl, "max_kl", strict=True)
+    validation.check_nonnegative(max_kl, "max_kl", strict=True)
 
   def init_fn(params):
     dtype = linalg.tree_scalar_dtype(params) if jax.tree_util.tree_leaves(params) else jnp.float32
@@ -133,7 +157,7 @@ def natural_sgd(
     learning_rate: optax.ScalarOrSchedule,
     *,
     damping: jax.typing.ArrayLike = 1e-3,
-    iters: int = 10,
+    iters: int | None = None,
     tol: jax.typing.ArrayLike = 1e-10,
     max_kl: jax.typing.ArrayLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -148,7 +172,10 @@ def natural_sgd(
 
   Args:
     learning_rate: a float or an optax schedule.
-    damping, iters, tol, max_kl: see :func:`scale_by_natural_gradient`.
+    damping, iters, tol, max_kl: see :func:`scale_by_natural_gradient`. Wrapped in
+      ``optax.inject_hyperparams``, ``learning_rate``, ``damping``, ``tol`` and a numeric
+      ``max_kl`` become injected (traced) hyperparameters; ``iters`` must be left at its
+      default or named in ``static_args``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; pass ``fvp=...`` to ``update``.
