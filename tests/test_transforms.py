@@ -97,6 +97,23 @@ def test_inject_hyperparams_sweeps_damping():
   chex.assert_trees_all_close(updates, _exact_natural(GRADS, PARAMS, 2.0), rtol=1e-5)
 
 
+def test_inject_hyperparams_natural_sgd_as_the_docstring_recommends():
+  """optax.inject_hyperparams(natural_sgd)(learning_rate=0.1, damping=0.3) runs under jit (iters is not
+  injected) and its update is the closed-form damped natural step -0.1 (F + 0.3 I)^-1 g, equal to the
+  non-injected transformation's; a traced `iters` is refused with a message naming static_args."""
+  injected = optax.inject_hyperparams(natural_sgd)(learning_rate=0.1, damping=0.3)
+  plain = natural_sgd(0.1, damping=0.3)
+  step = lambda tx: jax.jit(lambda s: tx.update(GRADS, s, PARAMS, fvp=_fvp(PARAMS))[0])
+  expected = jax.tree_util.tree_map(lambda x: -0.1 * x, _exact_natural(GRADS, PARAMS, 0.3))
+  out = step(injected)(injected.init(PARAMS))
+  chex.assert_trees_all_close(out, expected, rtol=1e-5)
+  chex.assert_trees_all_close(out, step(plain)(plain.init(PARAMS)), rtol=1e-6)
+  chex.assert_trees_all_equal_shapes_and_dtypes(out, PARAMS)
+  bad = optax.inject_hyperparams(natural_sgd)(learning_rate=0.1, iters=3)
+  with pytest.raises(TypeError, match="static_args"):
+    step(bad)(bad.init(PARAMS))
+
+
 def test_end_to_end_natural_gradient_bandit_training_reaches_stated_level():
   """Softmax 6-armed bandit from uniform logits, exact gradient of E[r]: natural SGD with a KL radius of
   0.05 per step puts > 0.99 probability on the best arm within 10 steps; plain SGD does not (learning rate
