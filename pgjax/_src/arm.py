@@ -65,6 +65,7 @@ def _antithetic_estimator(f, dist_fn, num_pairs, weight_fn):
 
   def estimator(key, params):
     key = validation.as_key(key)
+    validation.check_float_tree(params, "params")
     _, dtype = _bernoulli_logits(dist_fn(params))
     logits, vjp_fn = jax.vjp(lambda p: _bernoulli_logits(dist_fn(p))[0], params)
     logits_n = jnp.broadcast_to(logits[None], (num_pairs,) + logits.shape)

@@ -205,6 +205,7 @@ def control_variate(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any]
 
   def estimator(key, params):
     key = validation.as_key(key)
+    validation.check_float_tree(params, "params")
     dist = dist_fn(params)
     samples = jax.lax.stop_gradient(dist.sample(seed=key, sample_shape=(num_samples,)))
     values = jnp.asarray(jax.vmap(f)(samples))

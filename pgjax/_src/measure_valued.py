@@ -212,6 +212,7 @@ def measure_valued(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any],
 
   def estimator(key, params):
     key = validation.as_key(key)
+    validation.check_float_tree(params, "params")
     dist = dist_fn(params)
     family = _family(dist)
     sample_shape = tuple(dist.batch_shape) + tuple(dist.event_shape)
