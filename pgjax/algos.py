@@ -28,6 +28,9 @@ from pgjax._src.algos.make_train import make_train
 from pgjax._src.algos.natural_pg import NaturalPGConfig
 from pgjax._src.algos.natural_pg import NaturalPGMetrics
 from pgjax._src.algos.natural_pg import make_natural_pg_train
+from pgjax._src.algos.nes_es import NESConfig
+from pgjax._src.algos.nes_es import NESMetrics
+from pgjax._src.algos.nes_es import make_nes_train
 from pgjax._src.algos.param_cem import ParamCEMConfig
 from pgjax._src.algos.param_cem import ParamCEMMetrics
 from pgjax._src.algos.param_cem import make_param_cem_train
@@ -40,6 +43,8 @@ __all__ = (
     "ESMetrics",
     "EpisodeCEMConfig",
     "EpisodeCEMMetrics",
+    "NESConfig",
+    "NESMetrics",
     "NaturalPGConfig",
     "NaturalPGMetrics",
     "ParamCEMConfig",
@@ -54,6 +59,7 @@ __all__ = (
     "make_episode_cem_train",
     "make_es_train",
     "make_natural_pg_train",
+    "make_nes_train",
     "make_param_cem_train",
     "make_reinforce_train",
     "make_train",

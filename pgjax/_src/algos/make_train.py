@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pgjax._src.algos import episode_cem, es, natural_pg, param_cem, reinforce
+from pgjax._src.algos import episode_cem, es, natural_pg, nes_es, param_cem, reinforce
 
 __all__ = ["make_train", "register_trainer"]
 
@@ -14,6 +14,7 @@ _TRAINERS: dict[type, Callable[[Any], Callable]] = {
     natural_pg.NaturalPGConfig: natural_pg.make_natural_pg_train,
     es.ESConfig: es.make_es_train,
     param_cem.ParamCEMConfig: param_cem.make_param_cem_train,
+    nes_es.NESConfig: nes_es.make_nes_train,
 }
 
 
