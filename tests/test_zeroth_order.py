@@ -35,10 +35,10 @@ import pgjax
 from pgjax import sweep
 from pgjax import testing
 from pgjax._src import noise as noise_lib
-from pgjax._src.zeroth_order import centered_ranks
+from pgjax._src.shaping import centered_ranks
 from pgjax._src.zeroth_order import quadratic_trace_covariance
 from pgjax._src.zeroth_order import zeroth_order
-from pgjax._src.zeroth_order import zscore
+from tests.helpers import assert_unbiased_with_power
 
 X_SIN = {"a": jnp.array([0.3, -1.0, 2.2], jnp.float32), "b": jnp.array(0.7, jnp.float32)}
 
@@ -247,16 +247,6 @@ def test_common_random_numbers_cancel_additive_noise_exactly(key):
 
 # ---------------------------------------------------------------- fitness shaping
 
-def test_centered_ranks_and_zscore_hand_computed():
-  np.testing.assert_allclose(centered_ranks(jnp.array([3.0, -1.0, 10.0, 0.0, 5.0])),
-                             [0.0, -0.5, 0.5, -0.25, 0.25])
-  # ties share their average rank; all-equal values give zeros
-  np.testing.assert_allclose(centered_ranks(jnp.array([1.0, 2.0, 2.0, 4.0])), [-0.5, 0.0, 0.0, 0.5])
-  np.testing.assert_allclose(centered_ranks(jnp.full((4,), 7.0)), np.zeros(4))
-  np.testing.assert_allclose(zscore(jnp.array([1.0, 3.0])), [-1.0, 1.0])
-  np.testing.assert_array_equal(zscore(jnp.full((3,), 2.0)), np.zeros(3))
-
-
 def test_rank_shaping_is_invariant_to_monotone_transforms_and_flags_the_estimand(key):
   shaped = zeroth_order(f_sin, num_directions=8, sigma=0.5, scheme="antithetic", shaping="centered_ranks")
   shaped_exp = zeroth_order(lambda p: jnp.exp(3.0 * f_sin(p)), num_directions=8, sigma=0.5,
@@ -314,20 +304,6 @@ def test_pytree_structure_dtypes_jit_and_vmap(key):
   chex.assert_shape(gs["w"], (3, 2, 3))
   chex.assert_shape(auxs.values, (3, 4))
   assert np.all(np.asarray(auxs.num_evaluations) == 4)
-
-
-def test_batch_size_evaluates_in_chunks_with_identical_results(key):
-  # Without streaming (batch-dependent baseline, orthogonal directions, shaping), lax.map over chunks of
-  # directions is a memory choice only: same directions, same estimate. (Streamed chunks draw their own
-  # directions; they are checked against the closed-form covariance in test_trace_covariance_...)
-  for kw in (dict(scheme="plain", baseline="mean"), dict(scheme="antithetic", directions="orthogonal"),
-             dict(scheme="antithetic", shaping="centered_ranks")):
-    full = zeroth_order(f_sin, num_directions=6, sigma=0.3, **kw)
-    chunked = zeroth_order(f_sin, num_directions=6, sigma=0.3, batch_size=2, **kw)
-    g1, a1 = jax.jit(full)(key, X_SIN)
-    g2, a2 = jax.jit(chunked)(key, X_SIN)
-    chex.assert_trees_all_close(g1, g2, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(a1.values, a2.values, rtol=1e-6)
 
 
 def test_num_evals_reports_the_budget(key):
@@ -393,6 +369,163 @@ def test_noise_table_never_materialises_the_population(key):
   shapes = _all_shapes(jax.make_jaxpr(zeroth_order(lambda x: jnp.sum(x ** 2), num_directions=n,
                                                    sigma=0.1))(key, jnp.zeros(d)).jaxpr)
   assert (n, d) in shapes
+
+
+# ---------------------------------------------------------------- chunking does not change the random stream
+
+def f_big(x):
+  return jnp.sum(jnp.sin(x)) + 0.1 * jnp.sum(x ** 2)
+
+
+CHUNK_CASES = [
+    dict(scheme="forward"),                                            # streamed, fresh Gaussian directions
+    dict(scheme="plain", shaping="centered_ranks"),                    # batch-dependent weights
+    dict(scheme="antithetic", directions="orthogonal"),                # orthogonal blocks
+    dict(scheme="plain", directions="sphere", baseline="optimal_leave_one_out"),
+]
+
+
+@pytest.mark.parametrize("kw", CHUNK_CASES, ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_same_key_same_estimate_whatever_the_chunking(key, kw):
+  # d = 1000, 32 directions: the same key gives the same directions, hence the same estimate up to the
+  # reassociation of float sums, for every batch_size (None = the default chunking).
+  x = jnp.linspace(-1.0, 1.0, 1000)
+  ests = [zeroth_order(f_big, num_directions=32, sigma=0.1, batch_size=bs, **kw) for bs in (None, 1, 4, 32)]
+  outs = jax.jit(lambda k: [e(k, x) for e in ests] + [ests[0](jax.random.fold_in(k, 1), x)])(key)
+  g0, aux0 = outs[0]
+  scale = float(jnp.max(jnp.abs(g0)))
+  for g, aux in outs[1:-1]:
+    np.testing.assert_allclose(g, g0, rtol=1e-5, atol=1e-5 * scale)
+    np.testing.assert_allclose(aux.values, aux0.values, rtol=1e-5)  # f reduces over d: reassociated too
+  # power control: another key gives another estimate, far outside that tolerance
+  assert float(jnp.max(jnp.abs(outs[-1][0] - g0))) > 1e-2 * scale
+
+
+def test_same_key_same_estimate_with_a_noise_table(key):
+  table = noise_lib.noise_table(jax.random.key(3), size=5000)
+  x = jnp.linspace(-1.0, 1.0, 300)
+  for kw in (dict(scheme="antithetic"), dict(scheme="plain", baseline="mean")):
+    ests = [zeroth_order(f_big, num_directions=12, sigma=0.1, noise=table, batch_size=bs, **kw) for bs in (None, 1, 5)]
+    gs = jax.jit(lambda k: [e(k, x)[0] for e in ests])(key)
+    for g in gs[1:]:
+      np.testing.assert_allclose(g, gs[0], rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(gs[0]))))
+
+
+# ---------------------------------------------------------------- non-finite values (one policy)
+
+def _f_nan(x):
+  return jnp.where(x[0] > 0.5, jnp.nan, -jnp.sum(x ** 2))
+
+
+def test_nan_ranks_last_with_rank_shaping_and_propagates_otherwise(key):
+  # f is NaN for x_0 > 0.5. Ranked, a NaN member is the worst: the estimate points away from the NaN region
+  # (negative first component) and stays finite; used as numbers (no shaping, z-scores), NaN propagates.
+  def run(k):
+    out = {}
+    for name, sh in (("ranks", "centered_ranks"), ("nes", "nes_utilities"), ("zscore", "zscore"), ("none", None),
+                     ("nan_best", lambda v: centered_ranks(jnp.where(jnp.isnan(v), 0.0, v)))):
+      out[name] = zeroth_order(_f_nan, num_directions=64, sigma=1.0, scheme="plain", shaping=sh)(k, jnp.zeros(2))
+    return out
+
+  out = jax.jit(jax.vmap(run))(jax.random.split(key, 64))
+  for name in ("ranks", "nes"):
+    g, aux = out[name]
+    assert np.all(np.isfinite(g)), name
+    np.testing.assert_array_equal(aux.num_nonfinite, np.isnan(aux.values).sum(-1))
+    assert np.all(aux.num_nonfinite > 0)
+    g0 = np.asarray(g[:, 0], np.float64)
+    assert g0.mean() + 5 * g0.std(ddof=1) / np.sqrt(g0.size) < 0, (name, g0.mean())
+  # power control: ranking NaN as the best value makes the same check fail (the estimate points into it)
+  g0 = np.asarray(out["nan_best"][0][:, 0], np.float64)
+  assert not g0.mean() + 5 * g0.std(ddof=1) / np.sqrt(g0.size) < 0
+  for name in ("zscore", "none"):
+    g, aux = out[name]
+    assert np.all(np.isnan(g)), name  # never a silent zero
+    assert np.all(aux.num_nonfinite > 0)
+
+
+def test_nonfinite_center_value_is_counted(key):
+  f = lambda x: jnp.where(jnp.all(x == 0.0), jnp.inf, jnp.sum(x))
+  g, aux = jax.jit(zeroth_order(f, num_directions=4, sigma=0.1))(key, jnp.zeros(3))
+  assert int(aux.num_nonfinite) == 1 and int(aux.num_evaluations) == 5
+  assert not np.any(np.isfinite(g))  # b = f(x) = inf propagates
+
+
+# ---------------------------------------------------------------- per-parameter sigma
+
+SIG_TREE = {"a": jnp.array([0.3, 1.0, 1.6]), "b": jnp.asarray(0.5)}
+
+
+def test_per_parameter_sigma_is_unbiased_for_its_smoothed_gradient(key):
+  # E_u f(x + sigma * u) with per-coordinate sigma: for sin the smoothed gradient is cos(x) e^{-sigma_k^2/2}
+  # coordinate by coordinate; for a quadratic it is A x + c for every sigma (so any mis-scaling shows).
+  a_mat, c_vec, x = _quadratic(4)
+  sig_quad = jnp.array([0.2, 0.5, 1.0, 2.0])
+  est_sin = zeroth_order(f_sin, num_directions=6, sigma=SIG_TREE, scheme="antithetic")
+  est_quad = zeroth_order(_quad_fn(a_mat, c_vec, 1.0), num_directions=6, sigma=sig_quad, scheme="plain",
+                          baseline="optimal_leave_one_out")
+  target_sin = {"a": jnp.cos(X_SIN["a"]) * jnp.exp(-SIG_TREE["a"] ** 2 / 2),
+                "b": jnp.cos(X_SIN["b"]) * jnp.exp(-SIG_TREE["b"] ** 2 / 2)}
+  target_quad = a_mat @ x + c_vec
+  assert_unbiased_with_power(stack(est_sin, est_quad), (X_SIN, x), key, target=(target_sin, target_quad),
+                             wrong_target=(smoothed_sin_grad(X_SIN, 1.0), 0.9 * target_quad),
+                             num_replicates=2000, atol=1e-4, chunk_size=500)
+
+
+def test_per_parameter_sigma_is_traced_vmappable_and_differentiable(key):
+  def estimate(s_a):
+    return zeroth_order(f_sin, num_directions=8, sigma={"a": s_a, "b": 0.5}, scheme="antithetic")(key, X_SIN)[0]
+
+  s = jnp.array([0.2, 0.8])
+  batched = jax.jit(jax.vmap(estimate))(s)
+  for i in range(2):
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda v: v[i], batched), estimate(s[i]), rtol=1e-5,
+                                atol=1e-6)
+  assert not np.allclose(batched["a"][0], batched["a"][1], rtol=1e-2)
+  # d/dsigma of the estimate (fixed key) against central finite differences
+  fn = lambda v: jnp.sum(estimate(v)["a"])
+  h = 1e-2
+  fd = (fn(0.8 + h) - fn(0.8 - h)) / (2 * h)
+  np.testing.assert_allclose(jax.grad(fn)(0.8), fd, rtol=2e-2)
+  assert abs(float(fd)) > 1e-3
+
+
+def test_sigma_that_does_not_match_params_is_rejected_naming_sigma(key):
+  with pytest.raises(ValueError, match="`sigma`"):
+    zeroth_order(f_sin, num_directions=4, sigma={"a": 0.1})(key, X_SIN)
+  with pytest.raises(ValueError, match="`sigma`"):
+    zeroth_order(f_sin, num_directions=4, sigma={"a": jnp.ones(2), "b": 0.1})(key, X_SIN)
+  with pytest.raises(ValueError, match="`sigma`"):
+    zeroth_order(f_sin, num_directions=4, sigma={"a": jnp.array([0.1, 0.0, 0.1]), "b": 0.1})
+
+
+# ---------------------------------------------------------------- low precision, keys
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_orthogonal_directions_in_low_precision(key, dtype):
+  # d antithetic pairs along a scaled orthonormal basis recover the gradient of a linear function exactly
+  # (QR computed in float32, directions cast to the params' dtype).
+  c_vec = jnp.array([1.0, -2.0, 0.5, 3.0])
+  f = lambda x: jnp.dot(c_vec, x.astype(jnp.float32))
+  est = zeroth_order(f, num_directions=8, sigma=0.25, scheme="antithetic", directions="orthogonal_sphere")
+  g, _ = jax.jit(est)(key, jnp.zeros(4, dtype))
+  assert g.dtype == dtype
+  np.testing.assert_allclose(np.asarray(g, np.float32), c_vec, rtol=3e-2, atol=3e-2)
+  g2, _ = jax.jit(zeroth_order(f, num_directions=8, sigma=0.25, scheme="antithetic", directions="orthogonal"))(
+      key, jnp.zeros(4, dtype))
+  assert g2.dtype == dtype and np.all(np.isfinite(np.asarray(g2, np.float32)))
+
+
+def test_bad_key_raises_naming_key():
+  est = zeroth_order(f_sin, num_directions=4, sigma=0.1)
+  for bad in (0, jnp.zeros(2, jnp.float32), jax.random.split(jax.random.key(0), 2)):
+    with pytest.raises(TypeError, match="`key`"):
+      est(bad, X_SIN)
+
+
+def test_typed_and_legacy_keys_give_the_same_estimate():
+  est = jax.jit(zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme="plain", baseline="leave_one_out"))
+  chex.assert_trees_all_equal(est(jax.random.key(5), X_SIN)[0], est(jax.random.PRNGKey(5), X_SIN)[0])
 
 
 # ---------------------------------------------------------------- bad input
