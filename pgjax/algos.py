@@ -12,11 +12,6 @@ or 96 seeds run. Setting ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_sche
 importing jax fixes it (``experiments/benchmarks/reinforce_cartpole.py`` does so).
 """
 
-from pgjax._src.algos._common import Policy
-from pgjax._src.algos._common import episode_statistics
-from pgjax._src.algos._common import linear_gaussian_policy
-from pgjax._src.algos._common import make_env
-from pgjax._src.algos._common import mlp_policy
 from pgjax._src.algos.episode_cem import EpisodeCEMConfig
 from pgjax._src.algos.episode_cem import EpisodeCEMMetrics
 from pgjax._src.algos.episode_cem import make_episode_cem_train
@@ -34,9 +29,14 @@ from pgjax._src.algos.nes_es import make_nes_train
 from pgjax._src.algos.param_cem import ParamCEMConfig
 from pgjax._src.algos.param_cem import ParamCEMMetrics
 from pgjax._src.algos.param_cem import make_param_cem_train
+from pgjax._src.algos.policies import Policy
+from pgjax._src.algos.policies import linear_gaussian_policy
+from pgjax._src.algos.policies import mlp_policy
 from pgjax._src.algos.reinforce import ReinforceConfig
 from pgjax._src.algos.reinforce import ReinforceMetrics
 from pgjax._src.algos.reinforce import make_reinforce_train
+from pgjax._src.algos.training import episode_statistics
+from pgjax._src.algos.training import make_env
 
 __all__ = (
     "ESConfig",

@@ -1,4 +1,4 @@
-r"""The cross-entropy method on episodes (seed 004): keep the elite episodes, fit the policy to them.
+r"""The cross-entropy method on episodes: keep the elite episodes, fit the policy to them.
 
 Each iteration: ``num_episodes`` episodes are played with the current stochastic policy (one
 :func:`pgjax.rollout` window of ``num_steps`` steps per episode; only each window's first episode
@@ -9,7 +9,8 @@ elite episodes' actions given their observations:
 .. math::
    L(\theta) = -\frac{1}{|E|}\sum_{(s, a) \in E} \log \pi_\theta(a \mid s).
 
-This is seed 004's update :math:`q_{i+1} = \arg\min_q -E_{q_i}[\mathbb 1\{H(\tau) \ge \gamma_i\}
+This is the cross-entropy method's update (Rubinstein & Kroese, *The Cross-Entropy Method*, 2004)
+:math:`q_{i+1} = \arg\min_q -E_{q_i}[\mathbb 1\{H(\tau) \ge \gamma_i\}
 \log q(\tau)]` with the indicator of the elite set as the weight: for a policy, :math:`\log q(\tau) =
 \sum_t \log\pi(a_t|s_t) + \text{const}`, so maximum likelihood on the elite trajectories is
 supervised learning on their (state, action) pairs (M. Lapan, *Deep Reinforcement Learning Hands-On*,
@@ -29,9 +30,10 @@ import optax
 from flax import struct
 
 from pgjax._src import returns as _returns
-from pgjax._src.algos._common import Policy, make_env, mlp_policy, policy_log_prob_entropy
+from pgjax._src.algos.policies import Policy, mlp_policy, policy_log_prob_entropy
+from pgjax._src.algos.training import make_env
 from pgjax._src.rollout import rollout
-from pgjax._src.utils import check_positive_int
+from pgjax._src.validation import check_positive_int
 
 __all__ = ["EpisodeCEMConfig", "EpisodeCEMMetrics", "make_episode_cem_train"]
 

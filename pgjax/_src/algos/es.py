@@ -23,9 +23,10 @@ import optax
 from flax import struct
 
 from pgjax._src import returns as _returns
-from pgjax._src.algos._common import Policy, make_env, make_optimizer, mlp_policy
+from pgjax._src.algos.policies import Policy, mlp_policy
+from pgjax._src.algos.training import make_env, make_optimizer
 from pgjax._src.rollout import rollout
-from pgjax._src.utils import check_positive_int
+from pgjax._src.validation import check_positive_int
 from pgjax._src.zeroth_order import zeroth_order
 
 __all__ = ["ESConfig", "ESMetrics", "episode_fitness", "make_es_train"]

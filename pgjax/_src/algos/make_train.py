@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from pgjax._src.algos import episode_cem, es, natural_pg, nes_es, param_cem, reinforce
 
-__all__ = ["make_train", "register_trainer"]
+__all__ = ["make_train"]
 
 _TRAINERS: dict[type, Callable[[Any], Callable]] = {
     reinforce.ReinforceConfig: reinforce.make_reinforce_train,
@@ -16,11 +16,6 @@ _TRAINERS: dict[type, Callable[[Any], Callable]] = {
     param_cem.ParamCEMConfig: param_cem.make_param_cem_train,
     nes_es.NESConfig: nes_es.make_nes_train,
 }
-
-
-def register_trainer(config_type: type, factory: Callable[[Any], Callable]) -> None:
-  """Registers ``factory(config) -> train`` for configs of ``config_type`` (internal use by each algo)."""
-  _TRAINERS[config_type] = factory
 
 
 def make_train(config: Any) -> Callable:

@@ -33,12 +33,12 @@ from flax import struct
 
 from pgjax._src import fisher as _fisher
 from pgjax._src import natural_gradient as _ng
-from pgjax._src import trajectory_losses as tl
-from pgjax._src.algos._common import Policy, episode_statistics, make_env, mlp_policy, \
-    policy_log_prob_entropy
-from pgjax._src.returns import check_unit_interval
+from pgjax._src import baselines as _baselines
+from pgjax._src import losses as tl
+from pgjax._src.algos.policies import Policy, mlp_policy, policy_log_prob_entropy
+from pgjax._src.algos.training import episode_statistics, make_env
 from pgjax._src.rollout import rollout
-from pgjax._src.utils import check_positive_int
+from pgjax._src.validation import check_positive_int, check_unit_interval
 
 __all__ = ["NaturalPGConfig", "NaturalPGMetrics", "make_natural_pg_train"]
 
@@ -70,7 +70,7 @@ class NaturalPGConfig:
   discount: float = 1.0
   reward_to_go: bool = struct.field(pytree_node=False, default=True)
   time_discount: bool = struct.field(pytree_node=False, default=False)
-  baseline: str = struct.field(pytree_node=False, default="leave_one_out")
+  baseline: Any = struct.field(pytree_node=False, default="leave_one_out")
   normalize_advantages: bool = struct.field(pytree_node=False, default=True)
   method: str = struct.field(pytree_node=False, default="trpo")
   step_size: float = 0.1
@@ -101,10 +101,7 @@ def make_natural_pg_train(config: NaturalPGConfig):
   check_unit_interval(config.discount, "discount")
   if config.method not in ("npg", "trpo"):
     raise ValueError(f"`method` must be 'npg' or 'trpo', got {config.method!r}.")
-  if config.baseline not in ("none", "mean", "leave_one_out"):
-    raise ValueError(f"`baseline` must be 'none', 'mean' or 'leave_one_out', got {config.baseline!r}.")
-  if config.baseline == "leave_one_out" and num_envs < 2:
-    raise ValueError("`baseline='leave_one_out'` needs `num_envs >= 2`.")
+  baseline = _baselines.get(config.baseline, num_samples=num_envs, samples_name="num_envs", supports=())
   env, env_params = make_env(config.env, config.env_params)
   policy = config.policy or mlp_policy(env, env_params, config.hidden_sizes)
 
@@ -116,7 +113,7 @@ def make_natural_pg_train(config: NaturalPGConfig):
       traj = rollout(k, policy.apply, params, env, env_params, num_steps=num_steps, num_envs=num_envs)
       w = tl.reinforce_weights(traj.rewards, traj.dones, discount=config.discount,
                                reward_to_go=config.reward_to_go, time_discount=config.time_discount)
-      adv = tl.subtract_baseline(w, config.baseline)
+      adv = tl.subtract_baseline(w, baseline)
       if config.normalize_advantages:
         adv = adv / (jnp.std(adv) + 1e-8)
       adv = jax.lax.stop_gradient(adv)

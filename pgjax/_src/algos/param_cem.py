@@ -4,7 +4,8 @@ A diagonal Gaussian over the policy's parameter pytree (:mod:`pgjax.cem`) is sam
 scored by the mean return of ``episodes_per_eval`` episodes (deterministic policy by default), and the
 Gaussian is refitted by maximum likelihood to the elite (top ``elite_fraction``) with smoothing and
 a decaying noise floor (Szita & Lőrincz, "Learning Tetris Using the Noisy Cross-Entropy Method",
-2006). Seed 004 derives this update from importance sampling plus a KL projection. One
+2006). The update is the maximum-likelihood (KL) projection of the elite-weighted importance-sampling
+estimate onto the Gaussian family (Rubinstein & Kroese, *The Cross-Entropy Method*, 2004). One
 ``lax.scan``; ``vmap`` over seeds.
 """
 
@@ -16,9 +17,10 @@ import jax
 from flax import struct
 
 from pgjax._src import cem as _cem
-from pgjax._src.algos._common import Policy, make_env, mlp_policy
 from pgjax._src.algos.es import episode_fitness
-from pgjax._src.utils import check_positive_int
+from pgjax._src.algos.policies import Policy, mlp_policy
+from pgjax._src.algos.training import make_env
+from pgjax._src.validation import check_positive_int
 
 __all__ = ["ParamCEMConfig", "ParamCEMMetrics", "make_param_cem_train"]
 

@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from pgjax._src import trajectory_losses as tl
-from pgjax._src.algos._common import (Policy, episode_statistics, make_env, make_optimizer, mlp_policy,
-                                      policy_log_prob_entropy)
-from pgjax._src.returns import check_unit_interval
+from pgjax._src import baselines as _baselines
+from pgjax._src import losses as tl
+from pgjax._src.algos.policies import Policy, mlp_policy, policy_log_prob_entropy
+from pgjax._src.algos.training import episode_statistics, make_env, make_optimizer
 from pgjax._src.rollout import rollout
-from pgjax._src.utils import check_positive_int, is_concrete
+from pgjax._src.validation import check_positive_int, check_unit_interval, is_concrete
 
 __all__ = ["ReinforceConfig", "ReinforceMetrics", "make_reinforce_train"]
 
@@ -47,7 +47,9 @@ class ReinforceConfig:
     reward_to_go: reward-to-go (True) or full-return (False) weights. Static.
     time_discount: multiply the reward-to-go by :math:`\\gamma^{t - t_0}` (unbiased for the
       discounted objective when :math:`\\gamma < 1`; see :func:`pgjax.losses.reinforce_weights`). Static.
-    baseline: ``"none"``, ``"mean"`` or ``"leave_one_out"`` (per time step across the batch). Static.
+    baseline: any :func:`pgjax.baselines.get` baseline that needs only the returns (``"none"``,
+      ``"mean"``, ``"leave_one_out"``, ``"group_normalize"``, a number, a callable ``[B] -> [B]``), taken per
+      time step across the ``num_envs`` trajectories (:func:`pgjax.losses.subtract_baseline`). Static.
     normalize_advantages: divide the weights by their batch standard deviation (a common, biased
       rescaling that makes the learning rate scale-free). Static.
     entropy_coef: coefficient of the entropy bonus. Traced.
@@ -67,7 +69,7 @@ class ReinforceConfig:
   discount: float = 1.0
   reward_to_go: bool = struct.field(pytree_node=False, default=True)
   time_discount: bool = struct.field(pytree_node=False, default=False)
-  baseline: str = struct.field(pytree_node=False, default="leave_one_out")
+  baseline: Any = struct.field(pytree_node=False, default="leave_one_out")
   normalize_advantages: bool = struct.field(pytree_node=False, default=True)
   entropy_coef: float = 0.0
   max_grad_norm: float = 1.0
@@ -90,10 +92,7 @@ def make_reinforce_train(config: ReinforceConfig):
   num_envs = check_positive_int(config.num_envs, "num_envs")
   num_steps = check_positive_int(config.num_steps, "num_steps")
   check_unit_interval(config.discount, "discount")
-  if config.baseline not in ("none", "mean", "leave_one_out"):
-    raise ValueError(f"`baseline` must be 'none', 'mean' or 'leave_one_out', got {config.baseline!r}.")
-  if config.baseline == "leave_one_out" and num_envs < 2:
-    raise ValueError("`baseline='leave_one_out'` needs `num_envs >= 2`.")
+  baseline = _baselines.get(config.baseline, num_samples=num_envs, samples_name="num_envs", supports=())
   env, env_params = make_env(config.env, config.env_params)
   policy = config.policy or mlp_policy(env, env_params, config.hidden_sizes)
   tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
@@ -106,7 +105,7 @@ def make_reinforce_train(config: ReinforceConfig):
     lp, ent = policy_log_prob_entropy(policy, params, traj.obs, traj.actions, entropy=use_entropy)
     w = tl.reinforce_weights(traj.rewards, traj.dones, discount=config.discount,
                              reward_to_go=config.reward_to_go, time_discount=config.time_discount)
-    w = tl.subtract_baseline(w, config.baseline)
+    w = tl.subtract_baseline(w, baseline)
     if config.normalize_advantages:
       w = w / (jnp.std(w) + 1e-8)
     loss = tl.policy_gradient_loss(lp, w) / num_steps  # per-step scale: lr independent of T
