@@ -39,6 +39,9 @@ from pgjax._src.arm import arm
 from pgjax._src.arm import disarm
 from pgjax._src.control_variates import control_variate
 from pgjax._src.measure_valued import measure_valued
+from pgjax._src.relaxations import gumbel_softmax
+from pgjax._src.relaxations import rebar
+from pgjax._src.relaxations import relax
 
 __all__ = (
     "__version__",
@@ -50,6 +53,7 @@ __all__ = (
     "disarm",
     "envs",
     "exact_gradient",
+    "gumbel_softmax",
     "losses",
     "measure_valued",
     "natural",
@@ -57,6 +61,8 @@ __all__ = (
     "noise_table",
     "pathwise",
     "problems",
+    "rebar",
+    "relax",
     "returns",
     "rollout",
     "score_function",

@@ -76,7 +76,7 @@ def bernoulli_quadratic(dim: int = 5, *, logits: ArrayLike | None = None,
 
 def categorical_quadratic(num_variables: int = 1, num_categories: int = 4, *, logits: ArrayLike | None = None,
                           target: ArrayLike | None = None) -> Problem:
-  r"""Independent categorical variables as one-hot vectors :math:`y_d\in\{e_1..e_K\}` with :math:`f(y)=\sum_d\|y_d-t\|^2`.
+  r"""Independent one-hot categorical variables :math:`y_d\in\{e_1..e_K\}` with :math:`f(y)=\sum_d\|y_d-t\|^2`.
 
   The categorical counterpart of :func:`bernoulli_quadratic`. The distribution is
   ``Independent(OneHotCategorical(logits [D, K], dtype=float32), 1)``, so a sample is a float one-hot

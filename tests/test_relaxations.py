@@ -1,0 +1,301 @@
+"""Gumbel-softmax / straight-through (biased, bias measured), REBAR and RELAX (unbiased) against exact gradients."""
+
+import functools
+
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import pgjax
+from pgjax import problems as P
+from pgjax._src import relaxations as R
+from pgjax._src.testing import check_estimator
+from tests.helpers import assert_unbiased_with_power
+from tests.helpers import scale_tree
+
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+# The Bernoulli and categorical toys, with targets spread out so the gradient is not tiny next to the noise.
+BERN = P.bernoulli_quadratic(4, logits=jnp.array([-1.0, 0.0, 0.5, 1.5]), target=jnp.array([0.1, 0.3, 0.6, 0.9]))
+CAT = P.categorical_quadratic(2, 4, target=jnp.linspace(0.0, 1.0, 4))
+TOYS = {"bernoulli": BERN, "categorical": CAT}
+
+
+def _moments(grads):
+  """Per-coordinate mean and SE, total variance and its SE, from ``[S, D]`` replicates."""
+  g = np.asarray(grads, np.float64)
+  s = g.shape[0]
+  mean, se = g.mean(0), g.std(0, ddof=1) / np.sqrt(s)
+  dev2 = np.sum((g - mean) ** 2, axis=1)
+  return mean, se, dev2.mean() * s / (s - 1), dev2.std(ddof=1) / np.sqrt(s)
+
+
+# ------------------------------------------------------------------------------------------------ Gumbel-softmax
+
+@pytest.mark.parametrize("toy, tau_low", [("bernoulli", 0.1), ("categorical", 0.5)])
+def test_gumbel_softmax_bias_shrinks_and_variance_grows_as_temperature_falls(toy, tau_low):
+  """Bias against the exact gradient at tau = 1 is visible; at a lower tau it is smaller and the variance larger."""
+  prob = TOYS[toy]
+  truth = np.ravel(prob.true_grad(prob.params))
+  est = R.gumbel_softmax(prob.f, prob.dist_fn, num_samples=1)
+  num_seeds = 4000
+  taus = jnp.array([1.0, tau_low])
+
+  @jax.jit
+  def run(taus):
+    keys = jax.random.split(jax.random.key(7), num_seeds)
+    one = lambda tau, k: jnp.ravel(est(k, prob.params, temperature=tau)[0])
+    return jax.vmap(lambda tau: jax.vmap(lambda k: one(tau, k))(keys))(taus)
+
+  g = run(taus)
+  (m_hi, se_hi, v_hi, vse_hi), (m_lo, se_lo, v_lo, vse_lo) = _moments(g[0]), _moments(g[1])
+  # Biased at tau = 1: some coordinate more than 5 SE from the exact gradient.
+  assert np.max(np.abs(m_hi - truth) / se_hi) > 5.0
+  # The bias norm shrinks: ||mean - truth|| is the bias plus noise of size sqrt(tr Cov / S); 3 noise margins.
+  b_hi, b_lo = np.linalg.norm(m_hi - truth), np.linalg.norm(m_lo - truth)
+  n_hi, n_lo = np.sqrt(v_hi / num_seeds), np.sqrt(v_lo / num_seeds)
+  assert b_lo + 3 * n_lo < b_hi - 3 * n_hi, (b_lo, n_lo, b_hi, n_hi)
+  # The variance grows (at least 2x, with 5 SE margins on both sides).
+  assert v_lo - 5 * vse_lo > 2 * (v_hi + 5 * vse_hi), (v_lo, vse_lo, v_hi, vse_hi)
+
+
+@pytest.mark.parametrize("toy, tau", [("bernoulli", 1.0), ("categorical", 2.0)])
+def test_straight_through_is_biased_and_evaluates_f_at_hard_samples(toy, tau):
+  prob = TOYS[toy]
+  est = R.gumbel_softmax(prob.f, prob.dist_fn, num_samples=3, temperature=tau, straight_through=True)
+  _, aux = jax.jit(est)(jax.random.key(0), prob.params)
+  # Forward values are f at the hard samples, which are the thresholded / argmax relaxed samples.
+  np.testing.assert_allclose(aux.values, jax.vmap(prob.f)(aux.samples), rtol=1e-6)
+  if toy == "bernoulli":
+    np.testing.assert_array_equal(aux.samples, (aux.relaxed > 0.5).astype(aux.samples.dtype))
+  else:
+    np.testing.assert_array_equal(np.argmax(aux.samples, -1), np.argmax(aux.relaxed, -1))
+    np.testing.assert_allclose(np.sum(aux.relaxed, -1), 1.0, rtol=1e-6)
+  assert bool(aux.biased) and int(aux.num_evaluations) == 3
+  np.testing.assert_allclose(aux.temperature, tau)
+  # The bias is measured, not assumed: more than 5 SE away from the exact gradient on the toy.
+  ok, report, _ = pgjax.testing.check_unbiased(est, prob.params, jax.random.key(1),
+                                               target=prob.true_grad(prob.params), num_replicates=2000)
+  assert not ok, report
+
+
+def test_gumbel_softmax_temperature_is_traced():
+  """One compiled function serves every temperature (vmap over it); aux reports the value used."""
+  est = R.gumbel_softmax(BERN.f, BERN.dist_fn, num_samples=2)
+  taus = jnp.array([0.2, 0.7, 3.0])
+  g, aux = jax.jit(jax.vmap(lambda t: est(jax.random.key(0), BERN.params, temperature=t)))(taus)
+  np.testing.assert_allclose(aux.temperature, taus)
+  # Same noise, different temperatures: the relaxed samples differ but the hard ones do not.
+  assert np.all(aux.samples == aux.samples[0:1])
+  assert not np.allclose(aux.relaxed[0], aux.relaxed[2])
+  # Larger temperature: relaxed samples nearer 1/2.
+  assert np.mean(np.abs(aux.relaxed[2] - 0.5)) < np.mean(np.abs(aux.relaxed[0] - 0.5))
+
+
+# ------------------------------------------------------------------------------------------------ REBAR
+
+@pytest.mark.parametrize("toy", ["bernoulli", "categorical"])
+def test_conditional_relaxed_sample_is_consistent_and_has_the_right_marginal(toy):
+  """z~ ~ p(z | b): H(z~) = b exactly, and over b ~ p the marginal of z~ is that of z (logistic / Gumbel)."""
+  prob = TOYS[toy]
+  kind, logits, _ = R._kind_and_logits(prob.dist_fn(prob.params))
+  n = 20000
+  k1, k2 = jax.random.split(jax.random.key(3))
+  z = R._location(kind, logits)[None] + R._noise(kind, k1, (n,) + logits.shape, jnp.float32)
+  b = R._hard(kind, z)
+  zt = R._conditional(kind, R._uniform(k2, z.shape, jnp.float32), logits[None], b)
+  np.testing.assert_array_equal(R._hard(kind, zt), b)
+  # Marginal CDF at a few points against the closed form, within 5 binomial SEs.
+  loc = np.asarray(R._location(kind, logits))
+  for x in (-1.0, 0.0, 0.7, 2.0):
+    emp = np.mean(np.asarray(zt) <= x, axis=0)
+    cdf = 1 / (1 + np.exp(-(x - loc))) if kind == "bernoulli" else np.exp(-np.exp(-(x - loc)))
+    se = np.sqrt(cdf * (1 - cdf) / n) + 1e-4
+    assert np.all(np.abs(emp - cdf) < 5 * se), (x, emp, cdf)
+
+
+@pytest.mark.parametrize("toy", ["bernoulli", "categorical"])
+def test_rebar_unbiased_with_power(toy):
+  """Within 5 SE of the exact gradient over 2000 replicates; the same check against 1.2x the truth fails."""
+  prob = TOYS[toy]
+  truth = prob.true_grad(prob.params)
+  est = R.rebar(prob.f, prob.dist_fn, num_samples=4, temperature=0.5, eta=1.0)
+  assert_unbiased_with_power(est, prob.params, jax.random.key(5), target=truth,
+                             wrong_target=scale_tree(truth, 1.2), num_replicates=2000)
+
+
+def test_rebar_with_eta_zero_is_reinforce_exactly():
+  """eta = 0 removes the control variate: the estimate is (1/N) sum f(b_i) (b_i - sigmoid(l)) exactly."""
+  est = R.rebar(BERN.f, BERN.dist_fn, num_samples=5, eta=0.0)
+  g, aux = jax.jit(est)(jax.random.key(2), BERN.params)
+  b = np.asarray(aux.samples, np.float64)
+  p = 1 / (1 + np.exp(-np.asarray(BERN.params, np.float64)))
+  by_hand = np.mean(np.asarray(aux.values, np.float64)[:, None] * (b - p[None]), axis=0)
+  np.testing.assert_allclose(g, by_hand, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(aux.values, jax.vmap(BERN.f)(aux.samples), rtol=1e-6)
+  assert int(aux.num_evaluations) == 15 and not bool(aux.biased)
+
+
+def _sq_norm(tree):
+  return sum(jnp.sum(x.astype(jnp.float32) ** 2) for x in jax.tree_util.tree_leaves(tree))
+
+
+def test_rebar_variance_gradient_matches_finite_differences():
+  """d/d(eta, tau) of the squared estimate (summed over 64 fixed keys) equals central finite differences."""
+  est = R.rebar(BERN.f, BERN.dist_fn, num_samples=1)
+  keys = jax.random.split(jax.random.key(4), 64)
+
+  @jax.jit
+  def loss(eta, tau):
+    return jnp.mean(jax.vmap(lambda k: _sq_norm(est(k, BERN.params, eta=eta, temperature=tau)[0]))(keys))
+
+  eta, tau = 0.7, 0.6
+  d_eta, d_tau = jax.grad(loss, argnums=(0, 1))(eta, tau)
+  h = 1e-2
+  fd_eta = (loss(eta + h, tau) - loss(eta - h, tau)) / (2 * h)
+  fd_tau = (loss(eta, tau + h) - loss(eta, tau - h)) / (2 * h)
+  np.testing.assert_allclose([d_eta, d_tau], [fd_eta, fd_tau], rtol=2e-2)
+  assert abs(float(d_eta)) > 1e-3 and abs(float(d_tau)) > 1e-3  # not trivially zero
+
+
+# ------------------------------------------------------------------------------------------------ RELAX
+
+def _mlp_control_variate(f):
+  """c_phi(z) = eta f(sigmoid(z / tau)) + a small MLP of sigmoid(z) (Grathwohl et al., section 6)."""
+  def c(phi, z):
+    s = jax.nn.sigmoid(z)
+    h = jnp.tanh(s @ phi["w1"] + phi["b1"])
+    return phi["eta"] * f(jax.nn.sigmoid(z / jnp.exp(phi["log_tau"]))) + h @ phi["w2"] + phi["b2"]
+  return c
+
+
+def _init_phi(key, dim, hidden=16):
+  k1, k2 = jax.random.split(key)
+  return {"w1": 0.1 * jax.random.normal(k1, (dim, hidden)), "b1": jnp.zeros(hidden),
+          "w2": 0.1 * jax.random.normal(k2, (hidden,)), "b2": jnp.zeros(()),
+          "eta": jnp.zeros(()), "log_tau": jnp.log(jnp.asarray(0.5))}
+
+
+@pytest.fixture(scope="module")
+def relax_setup():
+  """RELAX on the Bernoulli toy; phi trained for 150 Adam steps on the squared estimate (16 keys per step)."""
+  est = R.relax(BERN.f, BERN.dist_fn, control_variate=_mlp_control_variate(BERN.f),
+                control_params=_init_phi(jax.random.key(0), 4), num_samples=1, control_evaluations=1)
+  phi0 = _init_phi(jax.random.key(0), 4)
+  opt = optax.adam(2e-2)
+
+  def variance_loss(phi, key):
+    keys = jax.random.split(key, 16)
+    return jnp.mean(jax.vmap(lambda k: _sq_norm(est(k, BERN.params, control_params=phi)[0]))(keys))
+
+  @jax.jit
+  def train(phi, key):
+    def step(carry, k):
+      phi, state = carry
+      grads = jax.grad(variance_loss)(phi, k)
+      updates, state = opt.update(grads, state)
+      return (optax.apply_updates(phi, updates), state), None
+    (phi, _), _ = jax.lax.scan(step, (phi, opt.init(phi)), jax.random.split(key, 150))
+    return phi
+
+  return est, phi0, train(phi0, jax.random.key(1)), variance_loss
+
+
+def test_relax_variance_falls_after_training_the_control_variate(relax_setup):
+  est, phi0, phi1, _ = relax_setup
+  num_seeds = 2000
+
+  @jax.jit
+  def replicates(phis):
+    keys = jax.random.split(jax.random.key(9), num_seeds)
+    return jax.vmap(lambda phi: jax.vmap(lambda k: est(k, BERN.params, control_params=phi)[0])(keys))(phis)
+
+  g = replicates(jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), phi0, phi1))
+  _, _, v0, vse0 = _moments(g[0])
+  _, _, v1, vse1 = _moments(g[1])
+  # At least halved, with 5 SE margins.
+  assert v1 + 5 * vse1 < 0.5 * (v0 - 5 * vse0), (v1, vse1, v0, vse0)
+
+
+def test_relax_unbiased_with_power_for_a_trained_control_variate(relax_setup):
+  est, _, phi1, _ = relax_setup
+  truth = BERN.true_grad(BERN.params)
+  trained = functools.partial(est, control_params=phi1)
+  assert_unbiased_with_power(trained, BERN.params, jax.random.key(6), target=truth,
+                             wrong_target=scale_tree(truth, 1.2), num_replicates=2000)
+
+
+def test_relax_variance_gradient_matches_finite_differences(relax_setup):
+  """jax.grad of the mean squared estimate in phi, along a random direction, equals a central difference."""
+  _, phi0, _, variance_loss = relax_setup
+  key = jax.random.key(12)
+  flat, unravel = ravel_pytree(phi0)
+  direction = jax.random.normal(jax.random.key(13), flat.shape)
+  direction = direction / jnp.linalg.norm(direction)
+  loss = jax.jit(lambda x: variance_loss(unravel(x), key))
+  analytic = float(jnp.dot(jax.grad(loss)(flat), direction))
+  h = 1e-2
+  fd = float((loss(flat + h * direction) - loss(flat - h * direction)) / (2 * h))
+  np.testing.assert_allclose(analytic, fd, rtol=3e-2)
+  assert abs(analytic) > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------ contract
+
+def _pytree_bernoulli():
+  """Params a dict; logits = a * w + c, so gradients reach two leaves through the chain rule."""
+  w = jnp.array([1.0, -0.5, 0.25])
+  t = jnp.array([0.2, 0.7, 0.4])
+  def dist_fn(p):
+    return distrax.Independent(distrax.Bernoulli(logits=p["a"] * w + p["c"]), 1)
+  def f(b):
+    return jnp.sum((b.astype(jnp.float32) - t) ** 2)
+  return f, dist_fn, {"a": jnp.asarray(0.8), "c": jnp.array([0.1, -0.3, 0.5])}
+
+
+@pytest.mark.parametrize("name", ["gumbel_softmax", "straight_through", "rebar", "relax"])
+def test_conformance(name):
+  f, dist_fn, params = _pytree_bernoulli()
+  phi = _init_phi(jax.random.key(0), 3)
+  cv = _mlp_control_variate(f)
+  builds = {
+      "gumbel_softmax": lambda h: R.gumbel_softmax(f, dist_fn, num_samples=3, temperature=h),
+      "straight_through": lambda h: R.gumbel_softmax(f, dist_fn, num_samples=3, temperature=h,
+                                                     straight_through=True),
+      "rebar": lambda h: R.rebar(f, dist_fn, num_samples=2, temperature=h),
+      "relax": lambda h: R.relax(f, dist_fn, control_variate=cv, control_params={**phi, "eta": h},
+                                 num_samples=2, control_evaluations=1),
+  }
+  hyper = {"relax": ("eta", 0.5)}.get(name, ("temperature", 0.7))
+  check_estimator(builds[name](hyper[1]), params, compiler_options=FAST_COMPILE,
+                  hyperparameters={hyper[0]: (builds[name], hyper[1])})
+
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: R.gumbel_softmax(BERN.f, BERN.dist_fn, num_samples=0), ValueError, "num_samples"),
+    (lambda: R.gumbel_softmax(BERN.f, BERN.dist_fn, num_samples=1, temperature=0.0), ValueError, "temperature"),
+    (lambda: R.gumbel_softmax(BERN.f, BERN.dist_fn, num_samples=1, temperature=jnp.ones(2)), ValueError,
+     "temperature"),
+    (lambda: R.gumbel_softmax(BERN.f, BERN.dist_fn, num_samples=1, straight_through=1), TypeError,
+     "straight_through"),
+    (lambda: R.gumbel_softmax(BERN.f, BERN.dist_fn, num_samples=1)(jax.random.key(0), BERN.params,
+                                                                     temperature=-1.0), ValueError, "temperature"),
+    (lambda: R.gumbel_softmax(BERN.f, lambda p: distrax.Categorical(logits=p), num_samples=1)(
+        jax.random.key(0), BERN.params), TypeError, "OneHotCategorical"),
+    (lambda: R.rebar(BERN.f, lambda p: distrax.Normal(p, 1.0))(jax.random.key(0), BERN.params), TypeError,
+     "dist_fn"),
+    (lambda: R.rebar(BERN.f, BERN.dist_fn, eta=jnp.ones(3)), ValueError, "eta"),
+    (lambda: R.rebar(BERN.f, BERN.dist_fn)(0, BERN.params), TypeError, "key"),
+    (lambda: R.relax(BERN.f, BERN.dist_fn, control_variate=None, control_params={}), TypeError,
+     "control_variate"),
+    (lambda: R.relax(BERN.f, BERN.dist_fn, control_variate=lambda p, z: 0.0, control_params={},
+                     control_evaluations=-1), ValueError, "control_evaluations"),
+    (lambda: R.rebar(BERN.f, BERN.dist_fn)(jax.random.key(0), jnp.zeros(4, jnp.int32)), TypeError, "params"),
+])
+def test_bad_input(call, exc, match):
+  with pytest.raises(exc, match=match):
+    call()
