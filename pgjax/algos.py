@@ -12,6 +12,12 @@ or 96 seeds run. Setting ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_sche
 importing jax fixes it (``experiments/benchmarks/reinforce_cartpole.py`` does so).
 """
 
+from pgjax._src.algos.actor_critic import ActorCritic
+from pgjax._src.algos.actor_critic import evaluate_policy
+from pgjax._src.algos.actor_critic import mlp_actor_critic
+from pgjax._src.algos.actor_critic import running_episode_returns
+from pgjax._src.algos.actor_critic import scan_with_evaluation
+from pgjax._src.algos.actor_critic import value_loss
 from pgjax._src.algos.episode_cem import EpisodeCEMConfig
 from pgjax._src.algos.episode_cem import EpisodeCEMMetrics
 from pgjax._src.algos.episode_cem import make_episode_cem_train
@@ -29,6 +35,11 @@ from pgjax._src.algos.nes_es import make_nes_train
 from pgjax._src.algos.param_cem import ParamCEMConfig
 from pgjax._src.algos.param_cem import ParamCEMMetrics
 from pgjax._src.algos.param_cem import make_param_cem_train
+from pgjax._src.algos.ppo import A2CConfig
+from pgjax._src.algos.ppo import PPOConfig
+from pgjax._src.algos.ppo import PPOMetrics
+from pgjax._src.algos.ppo import make_a2c_train
+from pgjax._src.algos.ppo import make_ppo_train
 from pgjax._src.algos.policies import Policy
 from pgjax._src.algos.policies import linear_gaussian_policy
 from pgjax._src.algos.policies import mlp_policy
@@ -39,6 +50,8 @@ from pgjax._src.algos.training import episode_statistics
 from pgjax._src.algos.training import make_env
 
 __all__ = (
+    "A2CConfig",
+    "ActorCritic",
     "ESConfig",
     "ESMetrics",
     "EpisodeCEMConfig",
@@ -47,6 +60,8 @@ __all__ = (
     "NESMetrics",
     "NaturalPGConfig",
     "NaturalPGMetrics",
+    "PPOConfig",
+    "PPOMetrics",
     "ParamCEMConfig",
     "ParamCEMMetrics",
     "Policy",
@@ -54,14 +69,21 @@ __all__ = (
     "ReinforceMetrics",
     "episode_fitness",
     "episode_statistics",
+    "evaluate_policy",
     "linear_gaussian_policy",
+    "make_a2c_train",
     "make_env",
     "make_episode_cem_train",
     "make_es_train",
     "make_natural_pg_train",
     "make_nes_train",
     "make_param_cem_train",
+    "make_ppo_train",
     "make_reinforce_train",
     "make_train",
+    "mlp_actor_critic",
     "mlp_policy",
+    "running_episode_returns",
+    "scan_with_evaluation",
+    "value_loss",
 )

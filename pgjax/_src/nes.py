@@ -94,6 +94,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from pgjax._src import utils
+from pgjax._src import validation
 
 __all__ = ("NESInfo", "NESState", "EvolutionStrategy", "snes", "xnes", "pgpe", "run", "nes_utilities",
            "default_population_size")
@@ -170,7 +171,7 @@ class EvolutionStrategy(NamedTuple):
 
 def default_population_size(dim: int) -> int:
   r"""The NES population :math:`4 + \lfloor 3 \ln d \rfloor` (Wierstra et al. 2014, Table 1)."""
-  dim = utils.check_positive_int(dim, "dim")
+  dim = validation.check_positive_int(dim, "dim")
   return 4 + int(math.floor(3 * math.log(dim)))
 
 
@@ -257,10 +258,10 @@ def _make(name: str, population_size: int | None, sample: Callable, update: Call
     return p + (p % 2 if name == "pgpe" else 0)
 
   def init(params, init_sigma: Any = 1.0) -> NESState:
-    params = utils.check_float_tree(params, "params")
+    params = validation.check_float_tree(params, "params")
     flat, unravel = ravel_pytree(params)
     if isinstance(init_sigma, (int, float)) or np.ndim(init_sigma) == 0:
-      utils.check_positive(init_sigma, "init_sigma")
+      validation.check_positive(init_sigma, "init_sigma")
       sig_flat = jnp.full_like(flat, init_sigma)
     else:
       sig_flat, _ = ravel_pytree(init_sigma)
@@ -274,7 +275,7 @@ def _make(name: str, population_size: int | None, sample: Callable, update: Call
                     best_fitness=jnp.asarray(-jnp.inf, flat.dtype))
 
   def ask(key, state: NESState):
-    key = utils.as_key(key)
+    key = validation.as_key(key)
     mean, unravel = ravel_pytree(state.mean)
     sigma = state.sigma if name == "xnes" else ravel_pytree(state.sigma)[0]
     noise = jax.random.normal(key, (pop_size(state.mean), mean.shape[0]), mean.dtype)
@@ -298,8 +299,8 @@ def _make(name: str, population_size: int | None, sample: Callable, update: Call
     return new_state, _info(fitness, active, new_state, sigma_mean(new_sigma, new_shape))
 
   def step(key, state: NESState, f: Callable[..., jax.Array]):
-    utils.check_callable(f, "f")
-    k_ask, k_f = jax.random.split(utils.as_key(key))
+    validation.check_callable(f, "f")
+    k_ask, k_f = jax.random.split(validation.as_key(key))
     population, noise = ask(k_ask, state)
     p = noise.shape[0]
     fitness = jax.vmap(f)(jax.random.split(k_f, p), population) if f_takes_key else jax.vmap(f)(population)
@@ -313,7 +314,7 @@ def _make(name: str, population_size: int | None, sample: Callable, update: Call
 
 def _check_pop(population_size, minimum=2):
   if population_size is not None:
-    utils.check_positive_int(population_size, "population_size", minimum=minimum)
+    validation.check_positive_int(population_size, "population_size", minimum=minimum)
 
 
 def snes(*, population_size: int | None = None, learning_rate_mean: Any = None,
@@ -506,14 +507,14 @@ def run(strategy: EvolutionStrategy, key: jax.Array, state: NESState, f: Callabl
   Returns:
     ``(final_state, infos)`` with every :class:`NESInfo` field stacked to ``[num_steps]``.
   """
-  num_steps = utils.check_positive_int(num_steps, "num_steps")
-  restarts = utils.check_positive_int(restarts, "restarts", minimum=0)
-  key = utils.as_key(key)
+  num_steps = validation.check_positive_int(num_steps, "num_steps")
+  restarts = validation.check_positive_int(restarts, "restarts", minimum=0)
+  key = validation.as_key(key)
   keys = jax.random.split(key, num_steps)
   if restarts == 0:
     return jax.lax.scan(lambda s, k: strategy.step(k, s, f), state, keys)
 
-  patience = utils.check_positive_int(patience, "patience")
+  patience = validation.check_positive_int(patience, "patience")
   p0 = strategy.population_size(state.mean)
   big = strategy.with_population_size(p0 * 2 ** restarts)
   start = state._replace(num_active=jnp.asarray(p0, jnp.int32))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pgjax._src.algos import episode_cem, es, natural_pg, nes_es, param_cem, reinforce
+from pgjax._src.algos import episode_cem, es, natural_pg, nes_es, param_cem, ppo, reinforce
 
 __all__ = ["make_train"]
 
@@ -15,6 +15,8 @@ _TRAINERS: dict[type, Callable[[Any], Callable]] = {
     es.ESConfig: es.make_es_train,
     param_cem.ParamCEMConfig: param_cem.make_param_cem_train,
     nes_es.NESConfig: nes_es.make_nes_train,
+    ppo.PPOConfig: ppo.make_ppo_train,
+    ppo.A2CConfig: ppo.make_a2c_train,
 }
 
 

@@ -21,9 +21,10 @@ import optax
 from flax import struct
 
 from pgjax._src import nes as _nes
-from pgjax._src.algos._common import Policy, make_env, mlp_policy
+from pgjax._src.algos.policies import Policy, mlp_policy
+from pgjax._src.algos.training import make_env
 from pgjax._src.algos.es import episode_fitness
-from pgjax._src.utils import check_positive_int
+from pgjax._src.validation import check_positive_int
 
 __all__ = ["NESConfig", "NESMetrics", "make_nes_train"]
 
