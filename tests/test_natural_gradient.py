@@ -223,8 +223,8 @@ def test_bad_input_raises_naming_the_argument():
     backtracking_line_search(jnp.sum, jnp.sum, jnp.zeros(2), jnp.ones(3), max_kl=0.1)
 
 
-def test_cs285_linear_system_natural_field_points_at_the_riccati_optimum():
-  """Seed 001's 1-D example with the dynamics stated: s' = s + a, a ~ N(k s, sigma^2), r = -s^2 - a^2,
+def test_linear_quadratic_natural_field_points_at_the_riccati_optimum():
+  """The 1-D linear-quadratic example (Peters and Schaal, 2008) with the dynamics stated: s' = s + a, a ~ N(k s, sigma^2), r = -s^2 - a^2,
   s_0 ~ N(0, 1), discount 0.99, infinite horizon. Closed forms (derived in
   experiments/natural_gradient_field.py): J = -(1 + k^2) M - sigma^2 / (1 - g) with
   M = (1 + g sigma^2 / (1 - g)) / (1 - g (1 + k)^2); Fisher over the discounted visitation
@@ -233,7 +233,7 @@ def test_cs285_linear_system_natural_field_points_at_the_riccati_optimum():
   g = 0.99
   p = ((2 * g - 1) + np.sqrt(1 + 4 * g * g)) / (2 * g)
   k_star = -g * p / (1 + g * p)
-  # k* against a numerical argmin of J(k, 0) (float64 NumPy grid), and not the lecture's -1.
+  # k* against a numerical argmin of J(k, 0) (float64 NumPy grid), not the -1 quoted for other dynamics.
   ks = np.linspace(-1.5, 0.0, 1_500_001)
   assert abs(ks[np.argmax(-(1 + ks**2) / (1 - g * (1 + ks) ** 2))] - k_star) < 1e-5
   np.testing.assert_allclose(k_star, -0.61525, atol=1e-5)
@@ -260,7 +260,7 @@ def test_cs285_linear_system_natural_field_points_at_the_riccati_optimum():
   assert float(cos_vanilla.mean()) < 0.5
 
 
-def test_cs285_policy_fisher_from_pgjax_matches_closed_form():
+def test_linear_quadratic_policy_fisher_from_pgjax_matches_closed_form():
   """pgjax's Fisher of a ~ N(k s, sigma^2) over the discounted state distribution of s' = s + a.
 
   Closed form (parameters (k, sigma)): F_kk = E_w[s^2] / sigma^2, F_{sigma sigma} = 2 / sigma^2, F_k,sigma = 0,

@@ -17,7 +17,7 @@ median over repeats; the machine is shared, so only the ratios measured side by 
   iters=10)`` (10 products; the trace-time shape checks cost nothing at run time), i.e. the whole cost
   of one natural-gradient direction including the gradient itself.
 
-Target (issue 3): GGN <= 3 gradient-equivalents.
+Target: the Gauss-Newton product costs at most 3 gradient-equivalents.
 
 Run: ``python experiments/benchmarks/fvp_cost.py [--quick] [--out results]`` (writes
 ``<out>/benchmarks/fvp_cost.json``).

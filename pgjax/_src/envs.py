@@ -21,17 +21,23 @@ tests need exact objectives.
 
 Environments:
 
-* :class:`LinearSystem`: the 1-D example of CS285 lecture 5 (seed 001), with the dynamics stated:
+* :class:`LinearSystem`: the 1-D linear-quadratic example used to contrast vanilla and natural
+  policy gradients (Peters and Schaal, 2008), with the dynamics stated:
   :math:`s_{t+1} = A s_t + B a_t`, reward :math:`-(q s_t^2 + \rho a_t^2)`; defaults
   :math:`A = B = q = \rho = 1`. :func:`linear_system_expected_return` gives :math:`J(k, \sigma)` for
   the Gaussian linear policy :math:`a \sim N(k s, \sigma^2)` exactly and
   :func:`linear_system_optimal_gain` the optimal gain (Riccati): :math:`k^* = -(\sqrt5 - 1)/2` for
-  the defaults over an infinite undiscounted horizon (not the lecture's -1, which assumes other
+  the defaults over an infinite undiscounted horizon (the often quoted -1 belongs to other
   dynamics).
-* :class:`ClassificationBandit`: the seed-000 classification robot as a one-step contextual bandit:
+* :class:`ClassificationBandit`: a classification task as a one-step contextual bandit:
   observe features of a random example, answer a class, reward 1 if it equals the label.
 * :class:`TabularMDP`: a finite MDP with observation = state index, whose expected discounted return
   :func:`tabular_expected_return` is computed exactly from :math:`(I - \gamma P_\pi)^{-1} r_\pi`.
+
+References:
+  J. Peters and S. Schaal, "Reinforcement learning of motor skills with policy gradients", Neural
+  Networks 21(4), 2008.
+  R. S. Sutton and A. G. Barto, *Reinforcement Learning: An Introduction*, 2nd ed., 2018, ch. 3-4.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax.typing import ArrayLike
 
-from pgjax._src.utils import check_positive_int
+from pgjax._src.validation import check_positive_int
 
 __all__ = [
     "Box",
@@ -168,14 +174,14 @@ class LinearSystemState:
 
 
 class LinearSystem(_AutoReset):
-  r"""The 1-D linear-quadratic system of seed 001 (CS285 lecture 5), dynamics stated.
+  r"""A 1-D linear-quadratic system (Peters and Schaal, 2008), dynamics stated.
 
   .. math::
      s_0 \sim N(\mu_0, \sigma_0^2), \qquad r_t = -(q s_t^2 + \rho a_t^2), \qquad
      s_{t+1} = A s_t + B a_t,
 
   deterministic dynamics, fixed-length episodes of ``max_steps_in_episode`` steps. Observation
-  ``[s]`` (shape ``(1,)``), action shape ``(1,)`` (unbounded). The lecture's policy is
+  ``[s]`` (shape ``(1,)``), action shape ``(1,)`` (unbounded). The Gaussian linear policy is
   :math:`a \sim N(k s, \sigma^2)`; its exact return is :func:`linear_system_expected_return`.
   """
 
@@ -285,12 +291,12 @@ class ClassificationBanditState:
 
 
 class ClassificationBandit(_AutoReset):
-  r"""Seed 000's classification robot as a one-step contextual bandit.
+  r"""A classification task as a one-step contextual bandit.
 
   Each episode: an example :math:`m` is drawn uniformly, the observation is its features
   :math:`s = x_m`, the agent answers :math:`a \in \{0..C-1\}` and gets :math:`r = \mathbb 1[a = y_m]`;
   the episode then terminates. The expected reward of a policy is its expected accuracy
-  :math:`\frac1M\sum_m \pi(y_m|x_m)`, whose gradient is the policy gradient of SPEC 1.2 (see
+  :math:`\frac1M\sum_m \pi(y_m|x_m)`, whose score-function gradient is the policy gradient (see
   :func:`pgjax.problems.classification_robot` for the exact identities).
 
   Args:

@@ -14,8 +14,7 @@ written for that use:
   whether the tolerance was reached).
 
 Why pgjax has its own CG instead of :func:`jax.scipy.sparse.linalg.cg` or
-lineax (measured on this project's machines, jax 0.10.2 CPU): ``jax.scipy``'s
-``cg`` returned NaN in 2 of 64 float32 systems at ``tol=0`` once the residual
+lineax (observed with jax 0.10.2 on CPU): ``jax.scipy``'s ``cg`` returned NaN in 2 of 64 float32 systems at ``tol=0`` once the residual
 underflowed (it divides by :math:`p^\top A p` even when that is 0), reports no
 iteration count, and under ``vmap`` its ``while_loop`` runs every member for as
 long as the slowest one anyway; lineax's CG raises an error by default when it

@@ -18,7 +18,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pgjax._src.utils import as_key, check_callable, check_positive_int
+from pgjax._src.validation import as_key, check_callable, check_positive_int
 
 __all__ = ["RolloutState", "Trajectory", "rollout", "sample_action"]
 
@@ -62,11 +62,13 @@ def sample_action(dist: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
   A non-scalar log-probability (e.g. ``distrax.Normal`` over an action vector) is summed over its
   dimensions, i.e. the action dimensions are treated as independent (as ``distrax.Independent`` would).
   """
-  if hasattr(dist, "sample_and_log_prob"):
-    action, log_prob = dist.sample_and_log_prob(seed=key)
-  else:
-    action = dist.sample(seed=key)
-    log_prob = dist.log_prob(action)
+  # distrax broadcasts implicitly inside sample/log_prob; allow it there whatever the user's setting.
+  with jax.numpy_rank_promotion("allow"):
+    if hasattr(dist, "sample_and_log_prob"):
+      action, log_prob = dist.sample_and_log_prob(seed=key)
+    else:
+      action = dist.sample(seed=key)
+      log_prob = dist.log_prob(action)
   log_prob = jnp.asarray(log_prob)
   if log_prob.ndim:
     log_prob = jnp.sum(log_prob)
