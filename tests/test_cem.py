@@ -35,7 +35,7 @@ def test_elite_refit_equals_the_ml_fit_of_the_elite(key):
   # ... and it is a stationary point of the elite log-likelihood in (mean, log std).
   def elite_loglik(mu, log_std):
     x = pop["w"][jnp.asarray(order)]
-    return jnp.sum(distrax.Normal(mu, jnp.exp(log_std)).log_prob(x))
+    return jnp.sum(jax.scipy.stats.norm.logpdf(x, mu[None], jnp.exp(log_std)[None]))
   g_mu, g_ls = jax.grad(elite_loglik, argnums=(0, 1))(new.mean["w"], jnp.log(new.std["w"]))
   np.testing.assert_allclose(g_mu, 0.0, atol=1e-4)
   np.testing.assert_allclose(g_ls, 0.0, atol=1e-4)
@@ -142,6 +142,68 @@ def test_stochastic_fitness_gets_one_key_per_member(key):
   _, info = cem.step(key, state, lambda k, x: jax.random.normal(k))
   # 8 distinct noise draws: their spread is that of a standard normal, not zero
   assert float(info.fitness_max) > float(info.fitness_mean)
+
+
+def test_importance_weights_survive_a_collapsed_std(key):
+  # Population 10, elite fraction 0.1: K = 1, so the elite std is exactly 0 after one generation. With a
+  # target density, log q_t had 0/0 in it; the state must stay finite. Documented result: the mean is the
+  # single elite member, the std 0, and later populations equal the mean (CEM has stopped moving).
+  target = lambda x: jnp.sum(jax.scipy.stats.norm.logpdf(x, 1.0, 2.0))
+  f = lambda x: -jnp.sum((x - 3.0) ** 2)
+  cem = C.cross_entropy_method(population_size=10, elite_fraction=0.1, target_log_prob=target)
+  state0 = cem.init(jnp.zeros(3), 1.0)
+  step = jax.jit(lambda k, s: cem.step(k, s, f))
+  states, infos = [state0], []
+  for k in jax.random.split(key, 3):
+    s, info = step(k, states[-1])
+    states.append(s)
+    infos.append(info)
+  for s in states[1:]:
+    for leaf in jax.tree_util.tree_leaves(s):
+      assert np.all(np.isfinite(np.asarray(leaf))), s
+  np.testing.assert_array_equal(states[1].std, np.zeros(3))
+  np.testing.assert_array_equal(states[1].mean, states[1].best_params)  # K = 1: the mean is the best member
+  np.testing.assert_array_equal(states[3].mean, states[1].mean)
+  assert float(infos[2].fitness_max) == float(infos[2].fitness_mean)  # every member equals the mean
+  # with a std floor it keeps exploring, still finite (power control: the mean moves)
+  floored = C.cross_entropy_method(population_size=10, elite_fraction=0.1, target_log_prob=target, min_std=0.1)
+  s, _ = jax.jit(lambda k: C.run(floored, k, state0, f, num_steps=3))(key)
+  np.testing.assert_array_equal(s.std, np.full(3, 0.1, np.float32))
+  assert np.all(np.isfinite(np.asarray(s.mean))) and not np.allclose(s.mean, states[1].mean)
+
+
+def test_nonfinite_log_weights_give_a_finite_documented_fit():
+  pop = {"b": jnp.arange(6.0)}
+  fitness = jnp.arange(6.0)  # elite of 3: members 5, 4, 3
+  fit = jax.jit(lambda lw: C.elite_fit(pop, fitness, num_elite=3, log_weights=lw)[:2])
+  # +inf weights share the weight: members 4 and 3 equally
+  mean, std = fit(jnp.array([0.0, 0.0, 0.0, jnp.inf, jnp.inf, 1.0]))
+  np.testing.assert_allclose(mean["b"], 3.5)
+  np.testing.assert_allclose(std["b"], 0.5)
+  # NaN counts as -inf (weight 0): members 3 and 5 with log-weights 0 and log 3 -> weights 1/4, 3/4
+  mean, _ = fit(jnp.array([0.0, 0.0, 0.0, 0.0, jnp.nan, np.log(3.0)]))
+  np.testing.assert_allclose(mean["b"], 0.25 * 3 + 0.75 * 5, rtol=1e-6)
+  # no finite weight in the elite: equal weights
+  mean, _ = fit(jnp.array([0.0, 0.0, 0.0, -jnp.inf, jnp.nan, -jnp.inf]))
+  np.testing.assert_allclose(mean["b"], 4.0)
+
+
+def test_nan_fitness_ranks_last_and_is_counted(key):
+  pop, fitness = _population(key)
+  cem = C.cross_entropy_method(population_size=20, elite_fraction=0.25)
+  state = cem.init({"w": jnp.zeros((2, 3)), "b": jnp.zeros(())}, 1.0)
+  order = np.argsort(-np.asarray(fitness))
+  bad = fitness.at[order[0]].set(jnp.nan).at[order[1]].set(jnp.inf).at[order[-1]].set(-jnp.inf)
+  new, info = jax.jit(cem.tell)(state, pop, bad)
+  assert int(info.num_nonfinite) == 3
+  # elite = +inf member, then the next four finite ones (the NaN member is out)
+  elite = np.concatenate([[order[1]], order[2:6]])
+  np.testing.assert_allclose(new.mean["b"], np.asarray(pop["b"])[elite].mean(), rtol=1e-6)
+  assert float(info.fitness_max) == np.inf
+  finite = np.isfinite(np.asarray(bad))
+  np.testing.assert_allclose(info.fitness_mean, np.asarray(bad)[finite].mean(), rtol=1e-6)
+  # power control: had the NaN member been kept, the mean would differ
+  assert not np.isclose(float(new.mean["b"]), np.asarray(pop["b"])[order[:5]].mean(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("kwargs,exc,name", [
