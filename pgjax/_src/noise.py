@@ -1,13 +1,13 @@
 r"""A shared Gaussian noise table: cheap approximate search directions.
 
-Evolution strategies at large dimension spend most of their time *drawing*
-Gaussian noise: with JAX's default threefry generator on this project's CPU a
-standard normal costs about 19 ns, so a population of 256 directions in
-:math:`d = 10^5` dimensions (25.6M numbers) takes roughly half a second, while
-reading the same number of floats from memory takes a few milliseconds.
-Salimans et al. (2017) and Mania et al. (2018) therefore draw one large table
-:math:`T \in \mathbb{R}^{S}` of iid :math:`\mathcal{N}(0, 1)` numbers once, and
-use as direction :math:`i` the contiguous slice
+Evolution strategies at large dimension spend much of their time *drawing*
+Gaussian noise: a population of :math:`P` directions in :math:`d` dimensions
+costs :math:`Pd` normal draws per generation, while reading the same number of
+floats from memory is far cheaper (measured ratios in
+``experiments/benchmarks/RESULTS.md``). Salimans et al. (2017) and Mania et al.
+(2018) therefore draw one large table :math:`T \in \mathbb{R}^{S}` of iid
+:math:`\mathcal{N}(0, 1)` numbers once, and use as direction :math:`i` the
+contiguous slice
 
 .. math::
 
@@ -118,8 +118,7 @@ def weighted_slice_sum(noise: NoiseTable | jax.Array, offsets: jax.Array, weight
 
   Runs a ``lax.scan`` over the slices that adds one scaled contiguous slice per
   step into a ``[dim]`` accumulator, so memory traffic is one read of each slice
-  (on this project's CPU ~2 ms for 256 slices of 1e5 floats, against ~24 ms for
-  a gather of ``[256, 1e5]`` followed by ``weights @ U``).
+  and the ``[num, dim]`` gather is never formed.
 
   Args:
     noise: the table.
