@@ -42,6 +42,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -399,12 +400,19 @@ def random_tabular_mdp(key: jax.Array, num_states: int, num_actions: int, *,
   """A random MDP: Dirichlet(``concentration``) transitions and initial state, rewards ~ N(0, 1)."""
   num_states = check_positive_int(num_states, "num_states")
   num_actions = check_positive_int(num_actions, "num_actions")
+  transitions, rewards, initial = _sample_tabular_mdp(key, num_states, num_actions, concentration)
+  return TabularMDPParams(transitions, rewards, initial, max_steps_in_episode)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _sample_tabular_mdp(key, num_states, num_actions, concentration):
+  # One compiled function (the Dirichlet draws' gamma samplers compile once, not once per shape).
   k1, k2, k3 = jax.random.split(key, 3)
   alpha = jnp.full((num_states,), concentration, jnp.float32)
   transitions = jax.random.dirichlet(k1, alpha, (num_states, num_actions))
   initial = jax.random.dirichlet(k2, alpha)
   rewards = jax.random.normal(k3, (num_states, num_actions), jnp.float32)
-  return TabularMDPParams(transitions, rewards, initial, max_steps_in_episode)
+  return transitions, rewards, initial
 
 
 def tabular_expected_return(params: TabularMDPParams, policy_probs: ArrayLike, *,
