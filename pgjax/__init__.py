@@ -42,6 +42,7 @@ from pgjax._src.measure_valued import measure_valued
 from pgjax._src.relaxations import gumbel_softmax
 from pgjax._src.relaxations import rebar
 from pgjax._src.relaxations import relax
+from pgjax._src.without_replacement import unordered_set
 
 __all__ = (
     "__version__",
@@ -70,5 +71,6 @@ __all__ = (
     "shaping",
     "sweep",
     "testing",
+    "unordered_set",
     "zeroth_order",
 )

@@ -29,6 +29,7 @@ EXPECTED_ALL = sorted([
     "shaping",
     "sweep",
     "testing",
+    "unordered_set",
     "zeroth_order",
 ])
 
