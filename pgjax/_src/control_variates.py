@@ -184,7 +184,7 @@ def control_variate(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any]
   num_samples = validation.check_positive_int(num_samples, "num_samples")
   if callable(control):
     if expectation is None:
-      raise ValueError("a callable `control` needs `expectation=` (params -> E[h] in closed form).")
+      raise ValueError("a callable `control` needs `expectation` (params -> E[h] in closed form).")
     validation.check_callable(expectation, "expectation")
   elif control in CONTROLS:
     if expectation is not None:
@@ -207,7 +207,11 @@ def control_variate(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any]
     key = validation.as_key(key)
     validation.check_float_tree(params, "params")
     dist = dist_fn(params)
-    samples = jax.lax.stop_gradient(dist.sample(seed=key, sample_shape=(num_samples,)))
+    k_sample, _ = jax.random.split(key)       # the split of pgjax.score_function: the same key, the same samples
+    if control == "delta_method":
+      _gaussian_moments(dist)                 # TypeError naming `dist_fn` before anything else is traced
+    with jax.numpy_rank_promotion("allow"):   # distrax's samplers broadcast implicitly
+      samples = jax.lax.stop_gradient(dist.sample(seed=k_sample, sample_shape=(num_samples,)))
     values = jnp.asarray(jax.vmap(f)(samples))
     if values.shape != (num_samples,):
       raise ValueError(f"`f` must return a scalar for each sample; got shape {values.shape[1:]} per sample.")
