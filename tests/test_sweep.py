@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 import pgjax
 from pgjax._src.sweep import seed_layout
@@ -39,7 +40,11 @@ def numpy_stats(g, t, ids):
   tv_se = np.sqrt((m - 1) / m * ((tv_l - tv_l.mean()) ** 2).sum())
   bn_l = np.array([np.linalg.norm(g[ids != b].mean(0) - t) for b in groups])
   bn_se = np.sqrt((m - 1) / m * ((bn_l - bn_l.mean()) ** 2).sum())
-  return dict(mean=mean, mean_se=np.sqrt(var / s), tv=var.sum(), tv_se=tv_se, bias=np.linalg.norm(mean - t),
+  # Bias test: largest per-coordinate t statistic, Bonferroni over the D coordinates (scipy's Student t).
+  max_z = np.max(np.abs(mean - t) / np.sqrt(var / s))
+  p_value = min(1.0, len(t) * 2 * scipy.stats.t.sf(max_z, s - 1))
+  return dict(max_z=max_z, p_value=p_value,
+              mean=mean, mean_se=np.sqrt(var / s), tv=var.sum(), tv_se=tv_se, bias=np.linalg.norm(mean - t),
               bias_se=bn_se, mse=err2.mean(), mse_se=err2.std(ddof=1) / np.sqrt(s), cos=cos.mean(),
               cos_se=cos.std(ddof=1) / np.sqrt(s), snr=np.linalg.norm(mean) / np.sqrt(var.sum()))
 
@@ -58,8 +63,10 @@ def test_matches_numpy_reference(num_seeds, chunk_size, key):
   np.testing.assert_allclose(stats.mean_se["w"], ref["mean_se"], rtol=1e-4)
   for name, field in [("tv", "total_variance"), ("tv_se", "total_variance_se"), ("bias", "bias_norm"),
                       ("bias_se", "bias_norm_se"), ("mse", "mse"), ("mse_se", "mse_se"), ("cos", "cosine"),
-                      ("cos_se", "cosine_se"), ("snr", "snr")]:
+                      ("cos_se", "cosine_se"), ("snr", "snr"), ("max_z", "max_abs_z")]:
     np.testing.assert_allclose(float(getattr(stats, field)), ref[name], rtol=2e-4, err_msg=field)
+  # float32 regularised incomplete beta far in the tail: a few 1e-4 relative.
+  np.testing.assert_allclose(float(stats.bias_p_value), ref["p_value"], rtol=2e-3)
   np.testing.assert_allclose(float(stats.bias_sq), ref["bias"] ** 2 - ref["tv"] / num_seeds, rtol=1e-3,
                              atol=1e-5)
 
@@ -142,3 +149,46 @@ def test_chunk_size_sees_inside_inner_jit(key):
   params = {"w": jnp.ones(D)}
   assert (pgjax.sweep.choose_chunk_size(inner, params, key, 10_000)
           == pgjax.sweep.choose_chunk_size(body, params, key, 10_000))
+
+
+@pytest.fixture(scope="module")
+def baseline_stats():
+  """Score-function estimates at N = 4 on a Gaussian quadratic: the leave-one-out baseline is unbiased;
+  the batch-mean baseline is biased (it includes the sample's own reward: the estimate is (N-1)/N times
+  the leave-one-out one, so its bias is -grad J / N)."""
+  problem = pgjax.problems.gaussian_quadratic()
+  tg = problem.true_grad(problem.params)
+  out = {}
+  for baseline in ("leave_one_out", "mean"):
+    est = pgjax.score_function(problem.f, problem.dist_fn, num_samples=4, baseline=baseline)
+    out[baseline] = pgjax.sweep.gradient_stats(est, problem.params, jax.random.key(7), num_seeds=1000,
+                                               true_grad=tg)
+  return out
+
+
+def test_bias_test_separates_unbiased_from_biased(baseline_stats):
+  unbiased, biased = baseline_stats["leave_one_out"], baseline_stats["mean"]
+  # The unbiased estimator's bias_norm is several of its own SEs from 0 (it is the norm of noise), yet the
+  # test reads "no bias".
+  assert float(unbiased.bias_norm) > 2 * float(unbiased.bias_norm_se)
+  assert float(unbiased.bias_p_value) > 0.05 and float(unbiased.max_abs_z) < 3.5
+  # Power: the known bias (-grad J / 4) is detected.
+  assert float(biased.bias_p_value) < 1e-6 and float(biased.max_abs_z) > 6
+  assert "bias            consistent with 0" in str(unbiased)
+  assert "bias            DETECTED" in str(biased)
+  assert "over 1000 seeds" in biased.summary()
+
+
+def test_bias_test_of_exact_and_constant_estimators(key):
+  """Zero variance: an exact gradient reads as unbiased (rounding is not bias), a constant offset as biased."""
+  prob = pgjax.problems.categorical_bandit()
+  tg = prob.true_grad(prob.params)
+  exact = pgjax.exact_gradient(prob.f, prob.dist_fn)
+  off = lambda k, p: (jax.tree_util.tree_map(lambda g: g + 1e-3, exact(k, p)[0]), ())
+  s_exact = pgjax.sweep.gradient_stats(exact, prob.params, key, num_seeds=8, true_grad=tg)
+  s_off = pgjax.sweep.gradient_stats(off, prob.params, key, num_seeds=8, true_grad=tg)
+  assert float(s_exact.bias_p_value) > 0.5
+  assert float(s_off.bias_p_value) < 1e-20 and float(s_off.max_abs_z) > 1e3
+  no_target = pgjax.sweep.gradient_stats(exact, prob.params, key, num_seeds=8)
+  assert np.isnan(float(no_target.max_abs_z)) and np.isnan(float(no_target.bias_p_value))
+  assert "not available (no true_grad)" in str(no_target)

@@ -32,6 +32,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from pgjax._src import utils
+from pgjax._src import validation
 
 Estimator = Callable[..., tuple[Any, Any]]
 
@@ -50,6 +51,20 @@ class GradientStats(NamedTuple):
     mse: :math:`\frac1S\sum_i\|\hat g_i - \nabla J\|^2`.
     cosine: mean over seeds of :math:`\cos(\hat g_i, \nabla J)` (an all-zero :math:`\hat g_i` counts as 0).
     snr: :math:`\|\bar g\| / \sqrt{\operatorname{tr}\operatorname{Cov}}` (0 when both are 0).
+    max_abs_z: the largest per-coordinate z-score of the bias,
+      :math:`\max_j |\bar g_j - \nabla_j J| / \mathrm{SE}_j` (NaN without ``true_grad``). With no bias it is
+      the maximum of :math:`D` roughly standard normal values (about 2-4 for :math:`D` from 10 to 10^4).
+    bias_p_value: p-value of the test "no bias" (NaN without ``true_grad``): Bonferroni over the
+      :math:`D` coordinates of two-sided Student-t tests with :math:`S-1` degrees of freedom,
+      :math:`p = \min(1, D\, P(|T_{S-1}| \ge \texttt{max\_abs\_z}))`. Valid whatever the correlation
+      between coordinates (conservative when they are correlated); exact for Gaussian per-seed estimates
+      and asymptotically right otherwise (central limit theorem over seeds). A small value (say < 0.01)
+      means a bias was detected; a large one means none is visible at this many seeds.
+
+  Read bias from ``max_abs_z`` / ``bias_p_value`` (or ``bias_sq``), not from ``bias_norm`` against
+  ``bias_norm_se``: for an unbiased estimator ``bias_norm`` is the norm of pure noise, about
+  :math:`\sqrt{\operatorname{tr}\operatorname{Cov}/S}`, many of its own standard errors away from 0.
+  ``str(stats)`` (:meth:`summary`) prints the right reading.
   """
   num_seeds: jax.Array
   mean: Any
@@ -65,6 +80,36 @@ class GradientStats(NamedTuple):
   cosine_se: jax.Array
   snr: jax.Array
   snr_se: jax.Array
+  max_abs_z: jax.Array
+  bias_p_value: jax.Array
+
+  def summary(self) -> str:
+    """A readable summary (concrete, unbatched statistics), with the bias read through its test."""
+    def f(name):
+      return float(np.asarray(getattr(self, name)))
+    s = int(np.asarray(self.num_seeds))
+    lines = [f"gradient statistics over {s} seeds",
+             f"  total variance  {f('total_variance'):.4g} +- {f('total_variance_se'):.2g}",
+             f"  SNR             {f('snr'):.4g} +- {f('snr_se'):.2g}"]
+    if math.isnan(f("bias_norm")):
+      lines.append("  bias, MSE, cosine: not available (no true_grad)")
+      return "\n".join(lines)
+    z, p = f("max_abs_z"), f("bias_p_value")
+    reading = ("DETECTED" if p < 0.01 else "consistent with 0") if math.isfinite(p) else "undetermined (NaN)"
+    noise = math.sqrt(max(f("total_variance"), 0.0) / s)
+    lines += [f"  bias            {reading} (max |z| = {z:.2f} over the coordinates, p = {p:.3g}; "
+              "Bonferroni over coordinates)",
+              f"                  |mean - true| = {f('bias_norm'):.3g} (noise alone gives about "
+              f"sqrt(tr Cov / S) = {noise:.3g}); unbiased bias^2 = {f('bias_sq'):.3g}",
+              f"  MSE             {f('mse'):.4g} +- {f('mse_se'):.2g}",
+              f"  cosine          {f('cosine'):.4f} +- {f('cosine_se'):.2g}"]
+    return "\n".join(lines)
+
+  def __str__(self) -> str:
+    leaves = jax.tree_util.tree_leaves(tuple(self))
+    if any(isinstance(x, jax.core.Tracer) for x in leaves) or np.ndim(self.total_variance) != 0:
+      return repr(self)
+    return self.summary()
 
 
 def _safe_div(a, b):
@@ -72,13 +117,14 @@ def _safe_div(a, b):
   return jnp.where(ok, a / jnp.where(ok, b, 1.0), 0.0)
 
 
-# Chunk-size budgets, measured on this project's 2-core CPU with experiments/benchmarks/sweep_strategies.py
-# (SPEC 4: a full vmap over 1024 seeds of a REINFORCE loss was 2.4-3.1x slower than chunks, memory-bound;
-# tiny estimators, on the other hand, need large chunks to amortise the per-iteration cost of the loop).
+# Chunk-size budgets (tuned with experiments/benchmarks/sweep_strategies.py): a full vmap over many seeds
+# of a large estimator is memory-bound, while tiny estimators need large chunks to amortise the
+# per-iteration cost of the loop.
 _CHUNK_BYTES = 32 * 2 ** 20    # aim: one chunk's intermediates within ~32 MiB
 _MIN_VECTOR = 8                # vectorise at least this many seeds ...
 _MAX_CHUNK_BYTES = 256 * 2 ** 20  # ... unless that exceeds this much memory
 _MAX_CHUNK = 4096
+_MAP_SEEDS_CHUNKS = 16  # map_seeds' default chunk is at most ceil(num_seeds / 16)
 
 
 def _jaxpr_bytes(jaxpr: Any) -> int:
@@ -111,12 +157,10 @@ def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_see
   power of two with :math:`C\,W \le 32` MiB (the sum over-counts what XLA keeps live after fusion), at
   least 8 seeds (vectorising over seeds pays even past the cache) unless 8 seeds exceed 256 MiB, at most
   4096 and at most the next power of two of ``num_seeds``. :func:`seed_layout` may then lower it so that
-  the chunks tile the seed groups. Measured on a shared 2-core CPU with
-  ``experiments/benchmarks/sweep_strategies.py`` (``experiments/benchmarks/RESULTS.md``): for a 256-d
-  Gaussian score-function estimator (chunk 8) ``gradient_stats`` was the fastest strategy (0.91-1.0x of the
-  best); for a tiny 3-d one (chunk 4096) it ran at 0.80-0.92x the best, an unchunked ``vmap`` whose memory
-  grows with the seed count (~0.9x of ``lax.map`` with the same chunk size, the rest being the per-group
-  statistics).
+  the chunks tile the seed groups. The result depends only on the estimator, ``params`` and ``num_seeds``,
+  never on the devices, so that the default chunking (hence every bit of a result) is the same on any
+  device count. ``experiments/benchmarks/sweep_strategies.py`` compares the resulting speed with a full
+  ``vmap`` and with ``lax.map`` at several chunk sizes.
   """
   try:
     per_seed = max(_intermediate_bytes(estimator, params, key), 64)
@@ -187,7 +231,7 @@ def seed_layout(num_seeds: int, chunk_size: int, num_groups: int, num_devices: i
 
 
 def _seeds_mesh(devices) -> jax.sharding.Mesh:
-  """1-D mesh over ``devices`` with axis ``seeds``; Auto axis type (SPEC 4: Explicit breaks vmap/jit)."""
+  """1-D mesh over ``devices`` with axis ``seeds``, Auto axis type (an Explicit axis breaks vmap/jit)."""
   from jax.sharding import AxisType
   return jax.sharding.Mesh(np.asarray(devices), ("seeds",), axis_types=(AxisType.Auto,))
 
@@ -239,17 +283,17 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
   Returns:
     :class:`GradientStats`.
   """
-  utils.check_callable(estimator, "estimator")
-  num_seeds = utils.check_positive_int(num_seeds, "num_seeds", minimum=2)
-  num_groups = utils.check_positive_int(num_groups, "num_groups", minimum=2)
-  key = utils.as_key(key)
+  validation.check_callable(estimator, "estimator")
+  num_seeds = validation.check_positive_int(num_seeds, "num_seeds", minimum=2)
+  num_groups = validation.check_positive_int(num_groups, "num_groups", minimum=2)
+  key = validation.as_key(key)
   if chunk_size is None:
     chunk_size = choose_chunk_size(estimator, params, key, num_seeds)
-  chunk_size = utils.check_positive_int(chunk_size, "chunk_size")
+  chunk_size = validation.check_positive_int(chunk_size, "chunk_size")
   devices = _check_devices(devices)
   layout = seed_layout(num_seeds, chunk_size, num_groups, len(devices))
   if true_grad is not None:
-    utils.tree_check_same_structure(params, true_grad, "params", "true_grad")
+    validation.check_same_structure(params, true_grad, "params", "true_grad")
   mesh = _seeds_mesh(devices) if len(devices) > 1 else None
   return _gradient_stats_jit(estimator, params, key, true_grad, layout=layout, mesh=mesh)
 
@@ -298,8 +342,8 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
         start = first + j * chunk_size
         idx = start + jnp.arange(chunk_size)
         valid = idx < num_seeds
-        # Seeds on the minor axis ([K, C]): the sums below are then contiguous row reductions (~5% faster
-        # than column sums of [C, K] for small K, measured with sweep_strategies.py).
+        # Seeds on the minor axis ([K, C]): the sums below are then contiguous row reductions (faster than
+        # column sums of [C, K] for small K).
         vals = jax.vmap(one_seed, out_axes=1)(jnp.where(valid, idx, num_seeds - 1))
         shift, s1, s2 = acc
         shift = jnp.where(j == 0, vals[:, 0], shift)  # the group's first seed (padding only if all is)
@@ -322,7 +366,9 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
     n = _fsum(n_g)
     mean = _fsum(n_g[:, None] * mean_g) / n
     m2 = _fsum(m2_g) + _fsum(n_g[:, None] * (mean_g - mean[None]) ** 2)
-    var = m2 / (n - 1)
+    # The barrier fixes how the pooled moments are rounded: without it XLA may merge the divisions below
+    # into their consumers (a / b / c -> a / (b c)) differently from one program (device count) to another.
+    n, mean, m2, var = jax.lax.optimization_barrier((n, mean, m2, m2 / (n - 1)))
 
     # Leave-one-group-out moments for the jackknife.
     n_l = n - n_g                                                   # [G]
@@ -355,8 +401,10 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
       bias_sq = bias_norm ** 2 - total_var / n
       mse, mse_se = mean[dim], jnp.sqrt(var[dim] / n)
       cosine, cosine_se = mean[dim + 1], jnp.sqrt(var[dim + 1] / n)
+      max_abs_z, bias_p_value = _bias_test(g_mean, t, g_var / n, n, dim)
     else:
       bias_norm = bias_norm_se = bias_sq = mse = mse_se = cosine = cosine_se = nan
+      max_abs_z = bias_p_value = nan
 
     def to_tree(v):
       return jax.tree_util.tree_map(lambda a, p: a.astype(jnp.asarray(p).dtype), unravel(v), params)
@@ -365,7 +413,8 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
         num_seeds=n.astype(jnp.int32), mean=to_tree(g_mean), mean_se=to_tree(jnp.sqrt(g_var / n)),
         total_variance=total_var, total_variance_se=jackknife_se(total_var_l),
         bias_norm=bias_norm, bias_norm_se=bias_norm_se, bias_sq=bias_sq, mse=mse, mse_se=mse_se,
-        cosine=cosine, cosine_se=cosine_se, snr=snr, snr_se=jackknife_se(snr_l))
+        cosine=cosine, cosine_se=cosine_se, snr=snr, snr_se=jackknife_se(snr_l), max_abs_z=max_abs_z,
+        bias_p_value=bias_p_value)
 
   # Every device runs the same program on the same data: its groups' chunks in order, then (after an
   # all-gather of the per-group moments) the same pooling, so the arithmetic, hence every bit, matches
@@ -378,10 +427,30 @@ def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
       moments = jax.tree_util.tree_map(lambda x: jax.lax.all_gather(x, "seeds", tiled=True), moments)
     return pool(moments)
 
-  if mesh is None:  # one device: the same per-device program, without the shard_map wrapper (~10% faster)
-    return per_device(jnp.arange(num_groups))
+  group_ids = jnp.arange(num_groups)
+  if mesh is None:  # one device: the same per-device program, without the shard_map wrapper (faster)
+    return per_device(group_ids)
   return jax.shard_map(per_device, mesh=mesh, in_specs=P("seeds"), out_specs=P(),
-                       check_vma=False)(jnp.arange(num_groups))
+                       check_vma=False)(group_ids)
+
+
+def _bias_test(mean, target, se_sq, n, dim):
+  r"""Largest per-coordinate z-score of ``mean - target`` and its Bonferroni Student-t p-value.
+
+  A floating-point floor of 16 ulps of :math:`|\bar g_j| + |\nabla_j J|` is added to each standard error,
+  so that an exactly constant estimator that matches the target up to rounding reads as unbiased, and one
+  that misses it reads as biased (z large).
+  """
+  eps = jnp.finfo(mean.dtype).eps
+  floor = 16 * eps * (jnp.abs(mean) + jnp.abs(target))
+  z = _safe_div(jnp.abs(mean - target), jnp.sqrt(se_sq + floor * floor))
+  z = jnp.where(jnp.isnan(mean) | jnp.isnan(se_sq), jnp.nan, z)
+  max_z = jnp.max(z)
+  df = n - 1.0
+  # Two-sided P(|T_df| >= z) = I_{df / (df + z^2)}(df / 2, 1 / 2) (regularised incomplete beta).
+  tail = jax.scipy.special.betainc(df / 2, 0.5, _safe_div(df, df + max_z * max_z))
+  tail = jnp.where(jnp.isinf(max_z), 0.0, tail)
+  return max_z, jnp.minimum(1.0, dim * tail)
 
 
 def _check_devices(devices) -> tuple:
@@ -401,32 +470,35 @@ def map_seeds(fn: Callable[[jax.Array], Any], key: jax.Array, *, num_seeds: int,
   ``lax.map`` across chunks), each device taking a contiguous block of at least two chunks (a 1-D mesh over
   ``devices`` with axis ``seeds``, Auto axis type, ``shard_map``); the seed count is padded to a whole
   number of chunks per device and the padding dropped. Seed ``i``'s key is ``fold_in(key, i)``
-  (``= split(key, S)[i]``), and the chunk holding it is the same for every device count, so the outputs
-  are bit-identical on 1, 2, 4 or 8 devices (SPEC 4: fixed chunks, at least two per device).
+  (``= split(key, S)[i]``), and the chunk size, hence the chunk holding each seed and the vectorised
+  program that computes it, is the same for every device count (the default too), so the outputs are
+  bit-identical on 1, 2, 4 or 8 devices. At least two chunks per device keep the loop a loop: with one
+  chunk XLA may compile the chunk's body differently.
 
-  Compared with ``jax.vmap(train)(keys)`` this bounds memory by one chunk per device and, on a CPU,
-  is often faster (a full ``vmap`` over 1024 REINFORCE runs was 2.4-3.1x slower, memory-bound).
+  Compared with ``jax.vmap(train)(keys)`` this bounds memory by one chunk per device and, on a CPU, is
+  often faster: a full ``vmap`` over many training runs is memory-bound.
 
   Args:
     fn: ``fn(key) -> pytree`` for one seed; close over any configuration (traced values are fine).
     key: root PRNG key.
     num_seeds: S >= 1 (static).
     chunk_size: seeds per chunk (static); ``None`` chooses from ``fn``'s intermediates like
-      :func:`choose_chunk_size`, capped so that each device gets at least two chunks.
+      :func:`choose_chunk_size`, capped at ``ceil(num_seeds / 16)`` (two chunks for each of up to 8 devices
+      without extra padding). The default never depends on the number of devices.
     devices: devices to shard over; ``None`` uses all of ``jax.devices()``.
 
   Returns:
     ``fn``'s output pytree with a leading ``[num_seeds]`` axis on every leaf.
   """
-  utils.check_callable(fn, "fn")
-  num_seeds = utils.check_positive_int(num_seeds, "num_seeds")
-  key = utils.as_key(key)
+  validation.check_callable(fn, "fn")
+  num_seeds = validation.check_positive_int(num_seeds, "num_seeds")
+  key = validation.as_key(key)
   devices = _check_devices(devices)
   num_devices = len(devices)
-  if chunk_size is None:
+  if chunk_size is None:  # independent of the device count: the same chunks, hence bits, everywhere
     chunk_size = choose_chunk_size(lambda k, _: fn(k), None, key, num_seeds)
-    chunk_size = max(1, min(chunk_size, -(-num_seeds // (2 * num_devices))))
-  chunk_size = utils.check_positive_int(chunk_size, "chunk_size")
+    chunk_size = max(1, min(chunk_size, -(-num_seeds // _MAP_SEEDS_CHUNKS)))
+  chunk_size = validation.check_positive_int(chunk_size, "chunk_size")
   chunks_per_device = max(2, -(-num_seeds // (chunk_size * num_devices)))
   mesh = _seeds_mesh(devices) if num_devices > 1 else None
   return _map_seeds_jit(fn, key, num_seeds=num_seeds, chunk_size=chunk_size,
