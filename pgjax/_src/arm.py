@@ -136,6 +136,12 @@ def arm(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any], *,
     ``estimator(key, params) -> (grads, ARMAux)``; ``grads`` has ``params``' structure and dtypes. The
     estimate is differentiable in ``params`` (``jax.grad`` through it sees the chain rule through the logits).
 
+  Edge cases: large finite logits (``|phi| = 60`` in float32, where :math:`\sigma(\phi)` rounds to 0 or 1) give
+  finite estimates (DisARM's coordinate is then exactly 0, ARM's is zero-mean noise from the other coordinates).
+  A Bernoulli built from probabilities exactly 0 or 1 has infinite logits; the derivative of the logit with
+  respect to the probability is infinite there, so the gradient of those parameters is NaN: use
+  :func:`pgjax.measure_valued`, which differentiates the probabilities, for such parameterisations.
+
   References:
     Yin & Zhou, "ARM: Augment-REINFORCE-merge gradient for stochastic binary networks", ICLR 2019.
   """
@@ -165,7 +171,7 @@ def disarm(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any], *,
 
   Returns:
     ``estimator(key, params) -> (grads, ARMAux)``. The estimate is differentiable in ``params`` (including the
-    :math:`\sigma(|\phi|)` weight).
+    :math:`\sigma(|\phi|)` weight). Edge cases as for :func:`arm`.
 
   References:
     Dong, Mnih & Tucker, "DisARM: An antithetic gradient estimator for binary latent variables", NeurIPS 2020.

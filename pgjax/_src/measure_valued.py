@@ -184,6 +184,11 @@ def measure_valued(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any],
 
   With :math:`N` samples every variance is divided by :math:`N`.
 
+  **Precision.** The Gaussian rows compare ``f`` at points :math:`O(\sigma)` apart and divide by :math:`\sigma`,
+  like a finite difference: when :math:`\sigma` is below about :math:`10^{-4}\,|x|` in float32 the difference
+  :math:`f(x^+) - f(x^-)` is rounded away and the estimate is finite but wrong (0 in the limit); use float64 or
+  :func:`pgjax.score_function` there. Bernoulli and Categorical probabilities of exactly 0 or 1 are fine.
+
   Args:
     f: objective of one sample, ``f(x) -> scalar``; ``x`` has the distribution's sample shape and dtype.
       Never differentiated.
