@@ -30,8 +30,6 @@ def _nonseparable():
 
 def _toys():
   toys = {}
-  q = pgjax.problems.bernoulli_quadratic(5, logits=jnp.array([0.3, -1.0, 2.0, 0.0, -0.5]))
-  toys["quadratic_t045"] = (q.f, q.dist_fn, q.params)
   # The toy of the ARM/REBAR/RELAX/DisARM papers: f(b) = sum_k (b_k - 0.499)^2 (a tiny signal, 1 - 2t = 0.002).
   q = pgjax.problems.bernoulli_quadratic(5, logits=jnp.array([0.3, -1.0, 2.0, 0.0, -0.5]),
                                          target=jnp.full((5,), 0.499))
@@ -89,27 +87,38 @@ def _single_bit_variances(logit, f0, f1):
   return mean, arm_sq - mean ** 2, disarm_sq - mean ** 2
 
 
-@pytest.mark.parametrize("logit", [0.8, -1.7])
-def test_single_bit_closed_form_variance(logit):
-  f0, f1 = 0.3, 1.5
+F0, F1 = 0.3, 1.5
+
+
+@pytest.fixture(scope="module")
+def single_bit():
+  """Jitted one-pair ARM and DisARM draws for one bit, compiled once for every logit."""
 
   def f(b):
-    return jnp.where(b[0] == 1, f1, f0)
+    return jnp.where(b[0] == 1, F1, F0)
 
   def dist_fn(phi):
     return distrax.Independent(distrax.Bernoulli(logits=phi), 1)
 
+  def draws(est):
+    return jax.jit(lambda keys, phi: jax.vmap(lambda k: est(k, phi)[0][0])(keys))
+
+  return {m: draws(getattr(pgjax, m)(f, dist_fn, num_pairs=1)) for m in ("arm", "disarm")}
+
+
+@pytest.mark.parametrize("logit", [0.8, -1.7])
+def test_single_bit_closed_form_variance(single_bit, logit):
   params = jnp.array([logit], jnp.float32)
-  mean, var_arm, var_disarm = _single_bit_variances(logit, f0, f1)
+  mean, var_arm, var_disarm = _single_bit_variances(logit, F0, F1)
   assert var_disarm < var_arm
   num = 20000
-  for est, var in ((pgjax.arm(f, dist_fn, num_pairs=1), var_arm), (pgjax.disarm(f, dist_fn, num_pairs=1), var_disarm)):
-    g = np.asarray(jax.jit(jax.vmap(lambda k: est(k, params)[0][0]))(jax.random.split(jax.random.key(3), num)),
-                   np.float64)
+  keys = jax.random.split(jax.random.key(3), num)
+  for method, var in (("arm", var_arm), ("disarm", var_disarm)):
+    g = np.asarray(single_bit[method](keys, params), np.float64)
     assert abs(g.mean() - mean) <= 5 * g.std() / np.sqrt(num)
     v = g.var(ddof=1)
     se_v = np.sqrt(np.mean((g - g.mean()) ** 4) - v ** 2) / np.sqrt(num)
-    assert abs(v - var) <= 5 * se_v, (v, var, se_v)
+    assert abs(v - var) <= 5 * se_v, (method, v, var, se_v)
     # power: a 20% error in the variance formula fails the same check
     assert abs(v - 1.2 * var) > 5 * se_v and abs(v - 0.8 * var) > 5 * se_v
 
