@@ -1,6 +1,6 @@
-r"""Seed 000: cross-entropy as the label-scored policy gradient; CE vs REINFORCE training curves.
+r"""Cross-entropy as the label-scored policy gradient; cross-entropy vs REINFORCE training curves.
 
-Part 1 (exact identities, SPEC 1.2) on the seed-000 classification robot (linear softmax policy):
+Part 1 (exact identities) on a classification robot (linear softmax policy, pgjax.problems):
   * E_{a~pi}[r grad log pi(a|s)] (enumerated over actions) == grad pi(y|s) (hand-written closed form);
   * sum_a r(s,a) grad log pi(a|s) (every action scored by its label) == -grad CE (optax).
 Part 2: train the classifier from the same minibatches (B examples per step, Adam) with
@@ -10,27 +10,20 @@ Part 2: train the classifier from the same minibatches (B examples per step, Ada
 over many seeds (vmap), reporting held-out argmax accuracy and expected accuracy (mean pi(y|s)) with
 95% confidence intervals over seeds.
 
-Run: python experiments/ce_vs_pg.py [--quick] [--out results]
+Run: ``python -m experiments.ce_vs_pg [--quick] [--out results]``.
 """
 
-import os
-import sys
-import time
+from __future__ import annotations
 
-sys.path.insert(0, os.path.dirname(__file__))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
+from experiments import _common as C
+from pgjax import baselines, losses, problems
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from _common import Claim, parse_args, save_results  # noqa: E402
-from pgjax import baselines, losses, problems  # noqa: E402
-
+NAME = "ce_vs_pg"
 METHODS = ("cross_entropy", "reinforce_none", "reinforce_mean", "reinforce_leave_one_out")
 
 
@@ -38,24 +31,42 @@ def tree_max_abs_diff(a, b):
   return float(max(jnp.max(jnp.abs(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
 
 
-def main():
-  args = parse_args(__doc__.splitlines()[0])
-  started = time.time()
-  num_seeds = 64 if args.quick else 256
-  num_steps = 150 if args.quick else 400
+EARLY = 20  # early learning: held-out accuracy averaged over the first EARLY steps, per seed
+LAST = 20   # final: averaged over the last LAST steps
+
+CLAIMS = {
+    "pg_identity": C.ClaimSpec("E_pi[r grad log pi] == grad pi(y|s) (max abs diff, float32)", C.lt(1e-6)),
+    "ce_identity": C.ClaimSpec("label-scored PG == -grad cross-entropy (max abs diff; gradient scale {scale:.3g})",
+                               C.lt(1e-6)),
+    "ce_early": C.ClaimSpec(f"early held-out accuracy (mean over steps < {EARLY}): cross-entropy minus REINFORCE "
+                            "without baseline, paired over seeds (labels for every example vs one sampled answer)",
+                            C.ci_above(0.0)),
+    "loo_early": C.ClaimSpec(f"early held-out accuracy (mean over steps < {EARLY}): leave-one-out minus no "
+                             "baseline, paired over seeds", C.ci_above(0.0)),
+    "pg_final": C.ClaimSpec(f"final expected accuracy mean pi(y|s) (last {LAST} steps): REINFORCE (which ascends "
+                            "it) minus cross-entropy (which ascends log pi(y|s)), paired over seeds",
+                            C.ci_above(0.0)),
+    "mean_is_loo": C.ClaimSpec("batch-mean and leave-one-out baselines give the same Adam trajectory (LOO = mean-"
+                               "baseline gradient x B/(B-1); Adam is scale-invariant): max over steps of the "
+                               "seed-averaged |difference| of expected accuracy", C.lt(0.005)),
+}
+
+
+def compute(key, quick):
+  num_seeds = 64 if quick else 256
+  num_steps = 150 if quick else 400
   batch, lr = 32, 0.05
-  key = jax.random.key(args.seed)
   k_data, k_test, k_params, k_train = jax.random.split(key, 4)
 
   # ---- Part 1: identities to float precision.
   problem, data = problems.classification_robot(k_data, num_examples=64, num_features=6, num_classes=4,
                                                 init_scale=1.0)
   params = problem.params
-  d1 = tree_max_abs_diff(problems.policy_gradient_by_enumeration(params, data),
-                         problems.expected_reward_gradient(params, data))
-  d2 = tree_max_abs_diff(problems.label_scored_gradient(params, data),
-                         problems.cross_entropy_gradient(params, data))
-  scale = float(max(jnp.max(jnp.abs(x)) for x in jax.tree.leaves(problems.cross_entropy_gradient(params, data))))
+  identities = dict(
+      pg=tree_max_abs_diff(problems.policy_gradient_by_enumeration(params, data),
+                           problems.expected_reward_gradient(params, data)),
+      ce=tree_max_abs_diff(problems.label_scored_gradient(params, data), problems.cross_entropy_gradient(params, data)),
+      scale=float(max(jnp.max(jnp.abs(x)) for x in jax.tree.leaves(problems.cross_entropy_gradient(params, data)))))
 
   # ---- Part 2: training curves.
   num_features, num_classes = 8, 4
@@ -106,71 +117,59 @@ def main():
     return jax.jit(jax.vmap(run))
 
   keys = jax.random.split(k_train, num_seeds)  # the same seeds (minibatches) for every method
-  curves = {m: [np.asarray(x) for x in make_run(m)(keys)] for m in METHODS}
+  curves = {m: {"accuracy": np.asarray(acc), "expected_accuracy": np.asarray(exp_acc)}
+            for m in METHODS for acc, exp_acc in [make_run(m)(keys)]}
+  return {"num_seeds": num_seeds, "num_steps": num_steps, "batch": batch, "learning_rate": lr,
+          "identities": identities, "curves": curves}
 
-  def summary(x):
-    mean = x.mean(0)
-    ci = 1.96 * x.std(0, ddof=1) / np.sqrt(x.shape[0])
-    return mean, ci
 
-  final = {}
+def _paired(curves, m1, m2, which, sl):
+  """Mean and 95% CI half-width of the per-seed difference m1 - m2 (same seeds/minibatches for both)."""
+  d = np.asarray(curves[m1][which])[:, sl].mean(1) - np.asarray(curves[m2][which])[:, sl].mean(1)
+  return [float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(d.size))]
+
+
+def claims(result):
+  c, n, ids = result["curves"], result["num_steps"], result["identities"]
+  first, last = slice(0, EARLY), slice(n - LAST, n)
+  same = float(np.max(np.mean(np.abs(np.asarray(c["reinforce_mean"]["expected_accuracy"])
+                                     - np.asarray(c["reinforce_leave_one_out"]["expected_accuracy"])), 0)))
+  out = [CLAIMS["pg_identity"](ids["pg"]), CLAIMS["ce_identity"](ids["ce"], scale=ids["scale"]),
+         CLAIMS["ce_early"](_paired(c, "cross_entropy", "reinforce_none", "accuracy", first)),
+         CLAIMS["loo_early"](_paired(c, "reinforce_leave_one_out", "reinforce_none", "accuracy", first)),
+         CLAIMS["pg_final"](_paired(c, "reinforce_none", "cross_entropy", "expected_accuracy", last)),
+         CLAIMS["mean_is_loo"](same)]
+  ms = []
+  for m in METHODS:
+    for which in ("accuracy", "expected_accuracy"):
+      x = np.asarray(c[m][which])[:, last].mean(1)
+      ms.append(C.Measurement(f"{m}: final held-out {which.replace('_', ' ')} (last {LAST} steps)",
+                              [round(float(x.mean()), 4), round(float(1.96 * x.std(ddof=1) / np.sqrt(x.size)), 4)],
+                              "[mean, 95% CI half-width] over seeds"))
+  return out, ms
+
+
+def plot(result, out):
+  plt = C.pyplot()
+  c, n = result["curves"], result["num_steps"]
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for m in METHODS:
-    for ax, x, name in zip(axes, curves[m], ("argmax accuracy", "expected accuracy")):
-      mean, ci = summary(x)
+    for ax, which in zip(axes, ("accuracy", "expected_accuracy")):
+      x = np.asarray(c[m][which])
+      mean, ci = x.mean(0), 1.96 * x.std(0, ddof=1) / np.sqrt(x.shape[0])
       ax.plot(mean, label=m)
-      ax.fill_between(np.arange(num_steps), mean - ci, mean + ci, alpha=0.25)
+      ax.fill_between(np.arange(n), mean - ci, mean + ci, alpha=0.25)
       ax.set_xlabel("step")
-      ax.set_ylabel(f"held-out {name}")
-    acc_m, acc_ci = summary(curves[m][0][:, -20:].mean(1, keepdims=True))
-    exp_m, exp_ci = summary(curves[m][1][:, -20:].mean(1, keepdims=True))
-    final[m] = {"accuracy": float(acc_m[0]), "accuracy_ci95": float(acc_ci[0]),
-                "expected_accuracy": float(exp_m[0]), "expected_accuracy_ci95": float(exp_ci[0])}
+      ax.set_ylabel(f"held-out {which.replace('_', ' ')}")
   axes[0].legend()
-  fig.suptitle(f"Cross-entropy vs REINFORCE (batch {batch}, Adam {lr}, {num_seeds} seeds, 95% CI)")
+  fig.suptitle(f"Cross-entropy vs REINFORCE (batch {result['batch']}, Adam {result['learning_rate']}, "
+               f"{result['num_seeds']} seeds, 95% CI)")
   fig.tight_layout()
-  os.makedirs(args.out, exist_ok=True)
-  fig_path = os.path.join(args.out, "ce_vs_pg.png")
-  fig.savefig(fig_path, dpi=120)
+  return [C.savefig(fig, out, f"{NAME}.png", dpi=120)]
 
-  f = final
-  early = 20  # early learning: held-out accuracy averaged over the first `early` steps, per seed
 
-  def at(m, which, t):
-    x = curves[m][which][:, :t].mean(1)
-    return float(x.mean()), float(1.96 * x.std(ddof=1) / np.sqrt(x.size))
-
-  def paired(m1, m2, which, sl):
-    """Mean and 95% CI of the per-seed difference m1 - m2 (same seeds/minibatches for every method)."""
-    d = curves[m1][which][:, sl].mean(1) - curves[m2][which][:, sl].mean(1)
-    return float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(d.size))
-
-  first, last = slice(0, early), slice(num_steps - 20, num_steps)
-  ce_vs_none = paired("cross_entropy", "reinforce_none", 0, first)
-  loo_vs_none = paired("reinforce_leave_one_out", "reinforce_none", 0, first)
-  pg_vs_ce = paired("reinforce_none", "cross_entropy", 1, last)
-  # max over steps of the seed-averaged |difference| of the expected-accuracy curves
-  same = float(np.max(np.mean(np.abs(curves["reinforce_mean"][1] - curves["reinforce_leave_one_out"][1]), 0)))
-  claims = [
-      Claim("E_pi[r grad log pi] == grad pi(y|s) (max abs diff, float32)", d1, "< 1e-6", d1 < 1e-6),
-      Claim("label-scored PG == -grad cross-entropy (max abs diff)", d2,
-            f"< 1e-6 (gradient scale {scale:.3g})", d2 < 1e-6),
-      Claim(f"early held-out accuracy (mean over steps < {early}): cross-entropy minus REINFORCE without "
-            "baseline, paired over seeds (labels for every example vs one sampled answer)", ce_vs_none,
-            "[diff, ci95]: diff - ci > 0", ce_vs_none[0] - ce_vs_none[1] > 0),
-      Claim(f"early held-out accuracy (mean over steps < {early}): leave-one-out minus no baseline, paired",
-            loo_vs_none, "[diff, ci95]: diff - ci > 0", loo_vs_none[0] - loo_vs_none[1] > 0),
-      Claim("final expected accuracy mean pi(y|s) (last 20 steps): REINFORCE (which ascends it) minus "
-            "cross-entropy (which ascends log pi(y|s)), paired", pg_vs_ce, "[diff, ci95]: diff - ci > 0",
-            pg_vs_ce[0] - pg_vs_ce[1] > 0),
-      Claim("batch-mean and leave-one-out baselines give the same Adam trajectory (LOO = mean-baseline "
-            "gradient x B/(B-1); Adam is scale-invariant)", same, "max_t mean_seeds |diff| < 0.005 (Adam eps only)", same < 0.005),
-  ]
-  data_out = {"num_seeds": num_seeds, "num_steps": num_steps, "batch": batch, "learning_rate": lr,
-              "final_last20_mean": final,
-              "curves_mean": {m: {"accuracy": curves[m][0].mean(0), "expected_accuracy": curves[m][1].mean(0)}
-                              for m in METHODS}}
-  save_results("ce_vs_pg", args, claims=claims, data=data_out, figures=[fig_path], started=started)
+def main(argv=None):
+  C.run(NAME, __doc__, compute, claims, plot, CLAIMS, argv)
 
 
 if __name__ == "__main__":

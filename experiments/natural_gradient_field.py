@@ -1,4 +1,4 @@
-r"""Seed 001's figure (CS285 lecture 5): vanilla vs natural policy-gradient fields on a 1-D linear system.
+r"""Vanilla vs natural policy-gradient fields on a 1-D linear system (the figure of CS285, lecture 5).
 
 Setting, stated in full (the lecture leaves the dynamics, horizon and initial state out):
 
@@ -46,7 +46,8 @@ optimum vs :math:`\sigma`), ``natural_gradient_field_training.png`` (distance to
 iterations, many seeds by ``vmap``, each method at each step size of a small grid), and
 ``natural_gradient_field.json`` with the claims.
 
-Training: from :math:`(k, \sigma) = (-1.8, 0.9)`, each iteration samples 32 trajectories of 300 steps
+Training: from :math:`(k, \sigma) = (-1.8, 0.9)`, each iteration samples 32 trajectories of 300 steps of
+``pgjax.envs.LinearSystem`` with ``pgjax.rollout``
 (truncation :math:`\gamma^{300} = 0.05`; the truncated problem has the same optimum because the state
 converges to 0 geometrically), estimates :math:`\nabla J` by the score function with discounted
 reward-to-go :math:`\gamma^t Q_t` (``pgjax.returns.reward_to_go``) and a per-time-step leave-one-out
@@ -58,30 +59,23 @@ states, weighted by :math:`\gamma^t`). :math:`\sigma` is projected onto :math:`[
 counted as diverged; medians are over the seeds that did not diverge. Each method is reported at its best
 step size (smallest median final distance among the step sizes with at most 10% diverged seeds).
 
-Run: ``python experiments/natural_gradient_field.py [--quick] [--out results]``.
+Run: ``python -m experiments.natural_gradient_field [--quick] [--out results]``.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import distrax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
-import numpy as np  # noqa: E402
+import pgjax
+from experiments import _common as C
+from pgjax import natural
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-import pgjax  # noqa: E402
-from pgjax import natural  # noqa: E402
-from _common import Claim, parse_args, save_results  # noqa: E402
-
+NAME = "natural_gradient_field"
 GAMMA = 0.99
 M0 = 1.0  # E[s_0^2] for s_0 ~ N(0, 1)
 SIGMA_MIN = 1e-3
@@ -149,21 +143,20 @@ def fisher_check(theta, num_steps=3000):
 
 
 def make_train(method, *, num_traj, horizon, iters):
-  """Returns train(key, step_size) -> distances [iters] to (k*, 0)."""
+  """Returns train(key, step_size) -> distances [iters] to (k*, 0); trajectories by ``pgjax.rollout``."""
   disc = GAMMA ** jnp.arange(horizon, dtype=jnp.float32)[:, None]  # [T, 1]
 
+  env = pgjax.envs.LinearSystem()
+  # s' = s + a, r = -s^2 - a^2, s_0 ~ N(0, 1); episodes longer than the horizon (no reset inside a rollout)
+  env_params = pgjax.envs.LinearSystemParams(init_mean=0.0, init_std=float(np.sqrt(M0)),
+                                             max_steps_in_episode=horizon + 1)
+
+  def policy(theta, obs):
+    return distrax.Normal(theta[0] * obs, theta[1])  # a ~ N(k s, sigma^2), action shape (1,)
+
   def rollout(key, theta):
-    k, sigma = theta[0], theta[1]
-    k0, k1 = jax.random.split(key)
-    s0 = jax.random.normal(k0, (num_traj,))
-    eps = jax.random.normal(k1, (horizon, num_traj))
-
-    def step(s, e):
-      a = k * s + sigma * e
-      return s + a, (s, a, -(s**2) - a**2)
-
-    _, (states, actions, rewards) = jax.lax.scan(step, s0, eps)
-    return states, actions, rewards  # time-major [T, N]
+    traj = pgjax.rollout(key, policy, theta, env, env_params, num_steps=horizon, num_envs=num_traj)
+    return traj.obs[..., 0], traj.actions[..., 0], traj.rewards  # time-major [T, N]
 
   def estimate(key, theta):
     states, actions, rewards = jax.lax.stop_gradient(rollout(key, theta))
@@ -211,83 +204,132 @@ LABELS = {"vanilla": "vanilla, step $\\eta g$", "vanilla_normalised": "vanilla, 
           "natural_trust_region": "natural, KL radius $\\delta$"}
 
 
-def main(argv=None):
-  args = parse_args(__doc__.splitlines()[0], argv)
-  started = time.time()
-  quick = args.quick
-  key = jax.random.key(args.seed)
-  claims = []
-  data = {"setting": {"dynamics": "s' = s + a", "policy": "a ~ N(k s, sigma^2)", "reward": "-s^2 - a^2",
-                      "initial_state": "s_0 ~ N(0, 1)", "horizon": "infinite", "discount": GAMMA}}
+SIGMAS_COS = (0.05, 0.1, 0.2, 0.5, 1.0)
 
-  # ---- the optimum, three ways
-  # Numerical argmin in float64 NumPy: J(k, 0) = -m0 (1 + k^2) / (1 - gamma (1 + k)^2) on a fine grid.
-  k_grid = np.linspace(-1.5, 0.0, 1_500_001)
+CLAIMS = {
+    "k_numeric": C.ClaimSpec("k* (Riccati closed form, gamma=0.99) minus the numerical argmin of J(k, 0): |diff|",
+                             C.lt(1e-4)),
+    "k_envs": C.ClaimSpec("k* minus pgjax.envs.linear_system_optimal_gain(discount=0.99): |diff|", C.lt(1e-4)),
+    "lecture": C.ClaimSpec("the lecture's k = -1 is not optimal: J(k*, 0) - J(-1, 0)", C.gt(0.0)),
+    "j_envs": C.ClaimSpec("closed-form J vs pgjax.envs finite-horizon J (H=5000) at (-1.2, 0.3): relative diff",
+                          C.lt(1e-3)),
+    "fisher": C.ClaimSpec("closed-form Fisher = pgjax fisher_vector_product (gamma^t-weighted states): max "
+                          "relative error", C.lt(1e-3)),
+    "nat_cos": C.ClaimSpec("natural field: mean cosine to the optimum at sigma=0.05", C.gt(0.99)),
+    "van_cos": C.ClaimSpec("vanilla field: mean cosine to the optimum at sigma=0.05", C.lt(0.5)),
+    "nat_vs_van": C.ClaimSpec("natural minus vanilla mean cosine to the optimum, at every sigma in "
+                              f"{list(SIGMAS_COS)}", C.gt(0.0)),
+    "train": C.ClaimSpec("training by pgjax.rollout on LinearSystem: median distance to the optimum after {iters} "
+                         "iterations (best step size each), natural / best vanilla", C.lt(0.5)),
+    "no_divergence": C.ClaimSpec("natural trust-region training: largest diverged fraction over KL radii",
+                                 C.eq(0.0)),
+}
+
+
+def compute_closed_forms():
+  k_grid = np.linspace(-1.5, 0.0, 1_500_001)  # numerical argmin in float64 NumPy of J(k, 0)
   j0 = -M0 * (1 + k_grid**2) / (1 - GAMMA * (1 + k_grid) ** 2)
-  k_numeric = float(k_grid[np.argmax(j0)])
-  k_envs = float(pgjax.envs.linear_system_optimal_gain(pgjax.envs.LinearSystem().default_params,
-                                                       discount=GAMMA))
-  j_star = float(expected_return(jnp.array([K_STAR, 0.0])))
-  j_lecture = float(expected_return(jnp.array([-1.0, 0.0])))
-  # The closed-form J agrees with pgjax.envs' finite-horizon sum at a long horizon.
   env_params = pgjax.envs.LinearSystem().default_params
-  j_env = float(pgjax.envs.linear_system_expected_return(env_params, -1.2, 0.3, horizon=5000, discount=GAMMA))
-  j_closed = float(expected_return(jnp.array([-1.2, 0.3])))
-  data["optimum"] = {"k_star_riccati_closed_form": K_STAR, "k_star_numerical_argmin": k_numeric,
-                     "k_star_pgjax_envs_riccati": k_envs, "k_star_gamma_1": -(np.sqrt(5) - 1) / 2,
-                     "J_at_k_star": j_star, "J_at_lecture_k_minus_1": j_lecture,
-                     "J_closed_form_at_(-1.2,0.3)": j_closed, "J_pgjax_envs_H5000_at_(-1.2,0.3)": j_env}
-  claims.append(Claim("k* (Riccati closed form, gamma=0.99) = numerical argmin of J(k, 0)",
-                      round(K_STAR, 5), f"|diff| < 1e-4 (argmin {k_numeric:.5f})", abs(K_STAR - k_numeric) < 1e-4))
-  claims.append(Claim("k* = pgjax.envs.linear_system_optimal_gain(discount=0.99)", round(k_envs, 5),
-                      "|diff| < 1e-4", abs(K_STAR - k_envs) < 1e-4))
-  claims.append(Claim("the lecture's k = -1 is not optimal: J(-1, 0) < J(k*, 0)", round(j_lecture, 4),
-                      f"< {j_star:.4f}", j_lecture < j_star))
-  claims.append(Claim("closed-form J = pgjax.envs finite-horizon J (H=5000) at (-1.2, 0.3)", round(j_closed, 4),
-                      f"rel diff < 1e-3 (envs {j_env:.4f})", abs(j_closed - j_env) < 1e-3 * abs(j_env)))
-
-  # ---- the Fisher closed form vs pgjax.natural.fisher_vector_product
-  fisher_err = 0.0
+  out = {"k_star_riccati_closed_form": K_STAR, "k_star_numerical_argmin": float(k_grid[np.argmax(j0)]),
+         "k_star_pgjax_envs_riccati": float(pgjax.envs.linear_system_optimal_gain(env_params, discount=GAMMA)),
+         "k_star_gamma_1": -(np.sqrt(5) - 1) / 2,
+         "J_at_k_star": float(expected_return(jnp.array([K_STAR, 0.0]))),
+         "J_at_lecture_k_minus_1": float(expected_return(jnp.array([-1.0, 0.0]))),
+         "J_closed_form_at_(-1.2,0.3)": float(expected_return(jnp.array([-1.2, 0.3]))),
+         "J_pgjax_envs_H5000_at_(-1.2,0.3)": float(pgjax.envs.linear_system_expected_return(
+             env_params, -1.2, 0.3, horizon=5000, discount=GAMMA))}
+  err = 0.0
   for theta in [(-1.2, 0.3), (-0.4, 0.05), (-1.9, 0.8)]:
     dense, closed = fisher_check(theta)
-    fisher_err = max(fisher_err, float(jnp.max(jnp.abs(dense - closed) / jnp.max(jnp.abs(closed)))))
-  claims.append(Claim("closed-form Fisher = pgjax fisher_vector_product (gamma^t-weighted states)",
-                      f"{fisher_err:.1e}", "max rel err < 1e-3", fisher_err < 1e-3))
+    err = max(err, float(jnp.max(jnp.abs(dense - closed) / jnp.max(jnp.abs(closed)))))
+  out["fisher_max_relative_error"] = err
+  return out
 
-  # ---- the fields and their cosines with the direction to the optimum
-  sigmas_cos = [0.05, 0.1, 0.2, 0.5, 1.0]
+
+def compute_fields():
   ks = jnp.linspace(*K_RANGE, 201)
-  thetas = jnp.stack(jnp.meshgrid(ks, jnp.asarray(sigmas_cos), indexing="xy"), axis=-1)  # [S, K, 2]
+  thetas = jnp.stack(jnp.meshgrid(ks, jnp.asarray(SIGMAS_COS), indexing="xy"), axis=-1)  # [S, K, 2]
   van, nat = jax.jit(jax.vmap(jax.vmap(fields)))(thetas)
-  cos_v = np.asarray(cosine_to_optimum(van, thetas))
-  cos_n = np.asarray(cosine_to_optimum(nat, thetas))
-  data["cosine_to_optimum"] = {
-      "k_grid": f"{ks.size} points in [{K_RANGE[0]}, {K_RANGE[1]}]",
-      "sigma": sigmas_cos,
-      "vanilla_mean": cos_v.mean(1), "vanilla_min": cos_v.min(1),
-      "natural_mean": cos_n.mean(1), "natural_min": cos_n.min(1),
-  }
-  i05 = sigmas_cos.index(0.05)
-  claims.append(Claim("natural field: mean cosine to the optimum at sigma=0.05", round(float(cos_n[i05].mean()), 4),
-                      "> 0.99", float(cos_n[i05].mean()) > 0.99))
-  claims.append(Claim("vanilla field: mean cosine to the optimum at sigma=0.05", round(float(cos_v[i05].mean()), 4),
-                      "< 0.5", float(cos_v[i05].mean()) < 0.5))
-  claims.append(Claim("natural field closer to the optimum direction than vanilla at every sigma in "
-                      f"{sigmas_cos}", [round(float(x), 3) for x in cos_n.mean(1) - cos_v.mean(1)],
-                      "all > 0", bool(np.all(cos_n.mean(1) > cos_v.mean(1)))))
-
-  # Field figure: normalised arrows on a coarse grid.
-  qk = jnp.linspace(-2.0, 0.0, 17)
-  qs = jnp.linspace(0.05, 1.0, 14)
-  qt = jnp.stack(jnp.meshgrid(qk, qs, indexing="xy"), axis=-1)
+  cos_v, cos_n = np.asarray(cosine_to_optimum(van, thetas)), np.asarray(cosine_to_optimum(nat, thetas))
+  qt = jnp.stack(jnp.meshgrid(jnp.linspace(-2.0, 0.0, 17), jnp.linspace(0.05, 1.0, 14), indexing="xy"), axis=-1)
   qv, qn = jax.jit(jax.vmap(jax.vmap(fields)))(qt)
+  return {"k_grid": f"{ks.size} points in [{K_RANGE[0]}, {K_RANGE[1]}]", "sigma": SIGMAS_COS,
+          "vanilla_mean": cos_v.mean(1), "vanilla_min": cos_v.min(1),
+          "natural_mean": cos_n.mean(1), "natural_min": cos_n.min(1),
+          "quiver": {"theta": np.asarray(qt), "vanilla": np.asarray(qv), "natural": np.asarray(qn)}}
+
+
+def compute_training(key, quick):
+  num_seeds = 32 if quick else 128
+  iters = 150 if quick else 300
+  cfg = dict(num_traj=32, horizon=300, iters=iters)
+  keys = jax.random.split(jax.random.fold_in(key, 1), num_seeds)
+  curves, summary = {}, {}
+  for method, sizes in STEP_SIZES.items():
+    run = jax.jit(jax.vmap(jax.vmap(make_train(method, **cfg), in_axes=(0, None)), in_axes=(None, 0)))
+    t0 = time.time()
+    dist = np.asarray(run(keys, jnp.asarray(sizes, jnp.float32)))  # [sizes, seeds, iters]
+    print(f"trained {method}: {len(sizes)} step sizes x {num_seeds} seeds x {iters} iterations "
+          f"in {time.time() - t0:.1f}s", flush=True)
+    curves[method] = dist
+    per_size = []
+    for i, size in enumerate(sizes):
+      d = dist[i]
+      ok = np.all(np.isfinite(d), axis=1)
+      per_size.append({"step_size": size, "diverged_fraction": float(1 - ok.mean()),
+                       "median_final_distance": float(np.median(d[ok, -1])) if ok.any() else float("inf"),
+                       "median_curve": np.median(d[ok], axis=0) if ok.any() else None,
+                       "iqr_curve": np.percentile(d[ok], [25, 75], axis=0) if ok.any() else None})
+    # best = smallest median final distance among step sizes with at most 10% diverged seeds
+    best = int(np.argmin([p["median_final_distance"] if p["diverged_fraction"] <= 0.1 else np.inf
+                          for p in per_size]))
+    summary[method] = {"per_step_size": per_size, "best_index": best}
+  return {"start": START, "num_seeds": num_seeds, **cfg, "sigma_min": SIGMA_MIN, "summary": summary}
+
+
+def compute(key, quick):
+  return {"setting": {"dynamics": "s' = s + a", "policy": "a ~ N(k s, sigma^2)", "reward": "-s^2 - a^2",
+                      "initial_state": "s_0 ~ N(0, 1)", "horizon": "infinite", "discount": GAMMA},
+          "optimum": compute_closed_forms(), "cosine_to_optimum": compute_fields(),
+          "training": compute_training(key, quick)}
+
+
+def claims(result):
+  o, c, t = result["optimum"], result["cosine_to_optimum"], result["training"]
+  i05 = list(c["sigma"]).index(0.05)
+  nat_m, van_m = np.asarray(c["natural_mean"]), np.asarray(c["vanilla_mean"])
+  best = {m: s["per_step_size"][s["best_index"]]["median_final_distance"] for m, s in t["summary"].items()}
+  out = [CLAIMS["k_numeric"](abs(K_STAR - o["k_star_numerical_argmin"])),
+         CLAIMS["k_envs"](abs(K_STAR - o["k_star_pgjax_envs_riccati"])),
+         CLAIMS["lecture"](o["J_at_k_star"] - o["J_at_lecture_k_minus_1"]),
+         CLAIMS["j_envs"](abs(o["J_closed_form_at_(-1.2,0.3)"] - o["J_pgjax_envs_H5000_at_(-1.2,0.3)"])
+                          / abs(o["J_pgjax_envs_H5000_at_(-1.2,0.3)"])),
+         CLAIMS["fisher"](o["fisher_max_relative_error"]),
+         CLAIMS["nat_cos"](float(nat_m[i05])), CLAIMS["van_cos"](float(van_m[i05])),
+         CLAIMS["nat_vs_van"]([float(v) for v in nat_m - van_m]),
+         CLAIMS["train"](best["natural_trust_region"] / min(best["vanilla"], best["vanilla_normalised"]),
+                         iters=t["iters"]),
+         CLAIMS["no_divergence"](max(p["diverged_fraction"] for p in t["summary"]["natural_trust_region"]
+                                     ["per_step_size"]))]
+  ms = [C.Measurement("optimal gain k*", round(K_STAR, 5), "discounted Riccati, gamma = 0.99"),
+        C.Measurement(f"median distance to the optimum after {t['iters']} iterations, best step size",
+                      {m: round(v, 4) for m, v in best.items()},
+                      "step sizes: " + ", ".join(f"{m} {STEP_SIZES[m][s['best_index']]:g}"
+                                                 for m, s in t["summary"].items()))]
+  return out, ms
+
+
+def plot(result, out):
+  plt = C.pyplot()
+  c, t = result["cosine_to_optimum"], result["training"]
+  q = c["quiver"]
+  qt = np.asarray(q["theta"])
   fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-  for ax, f, title in [(axes[0], qv, "vanilla gradient (normalised)"),
-                       (axes[1], qn, "natural gradient (normalised)")]:
+  for ax, f, title in [(axes[0], q["vanilla"], "vanilla gradient (normalised)"),
+                       (axes[1], q["natural"], "natural gradient (normalised)")]:
     f = np.asarray(f)
     u = f / np.linalg.norm(f, axis=-1, keepdims=True)
-    ax.quiver(np.asarray(qt[..., 0]), np.asarray(qt[..., 1]), u[..., 0], u[..., 1], color="tab:blue",
-              angles="xy", scale=28, width=0.004)
+    ax.quiver(qt[..., 0], qt[..., 1], u[..., 0], u[..., 1], color="tab:blue", angles="xy", scale=28, width=0.004)
     ax.plot([K_STAR], [0.0], "r*", ms=15, label=f"optimum $k^*$={K_STAR:.3f}, $\\sigma$=0")
     ax.plot([-1.0], [0.0], "kx", ms=9, label="lecture's $k=-1$")
     ax.set_xlabel("$k$")
@@ -297,93 +339,46 @@ def main(argv=None):
     ax.set_ylim(-0.05, 1.08)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8)
   ax = axes[2]
-  ax.plot(sigmas_cos, cos_v.mean(1), "o-", label="vanilla")
-  ax.plot(sigmas_cos, cos_n.mean(1), "s-", label="natural")
+  ax.plot(c["sigma"], c["vanilla_mean"], "o-", label="vanilla")
+  ax.plot(c["sigma"], c["natural_mean"], "s-", label="natural")
   ax.axhline(0.99, color="gray", ls=":", lw=1)
   ax.axhline(0.5, color="gray", ls=":", lw=1)
   ax.set_xscale("log")
   ax.set_xlabel("$\\sigma$")
   ax.set_ylabel("mean cosine with direction to $(k^*, 0)$")
-  ax.set_title(f"mean over {ks.size} values of $k\\in[-2,0]$")
+  ax.set_title(f"mean over {c['k_grid']} of $k$")
   ax.legend()
   fig.suptitle("$s'=s+a$, $a\\sim N(ks,\\sigma^2)$, $r=-s^2-a^2$, $s_0\\sim N(0,1)$, $\\gamma=0.99$, "
                "infinite horizon")
   fig.tight_layout()
-  os.makedirs(args.out, exist_ok=True)
-  field_png = os.path.join(args.out, "natural_gradient_field.png")
-  fig.savefig(field_png, dpi=110)
-  plt.close(fig)
-
-  # ---- training from the same start over many seeds
-  num_seeds = 32 if quick else 128
-  iters = 150 if quick else 300
-  train_cfg = dict(num_traj=32, horizon=300, iters=iters)
-  keys = jax.random.split(jax.random.fold_in(key, 1), num_seeds)
-  curves = {}
-  for method, sizes in STEP_SIZES.items():
-    train = make_train(method, **train_cfg)
-    run = jax.jit(jax.vmap(jax.vmap(train, in_axes=(0, None)), in_axes=(None, 0)))
-    t0 = time.time()
-    dist = np.asarray(run(keys, jnp.asarray(sizes, jnp.float32)))  # [sizes, seeds, iters]
-    print(f"trained {method}: {len(sizes)} step sizes x {num_seeds} seeds x {iters} iterations "
-          f"in {time.time() - t0:.1f}s")
-    curves[method] = dist
-  summary = {}
-  for method, dist in curves.items():
-    per_size = []
-    for i, size in enumerate(STEP_SIZES[method]):
-      d = dist[i]
-      ok = np.all(np.isfinite(d), axis=1)
-      final = np.median(d[ok, -1]) if ok.any() else np.inf
-      per_size.append({"step_size": size, "diverged_fraction": float(1 - ok.mean()),
-                       "median_final_distance": float(final),
-                       "median_distance_at_iteration": {str(t): float(np.median(d[ok, t - 1])) if ok.any() else None
-                                                        for t in (10, 50, iters)}})
-    # Best = smallest median final distance among step sizes with at most 10% diverged seeds.
-    best = int(np.argmin([p["median_final_distance"] if p["diverged_fraction"] <= 0.1 else np.inf
-                          for p in per_size]))
-    summary[method] = {"per_step_size": per_size, "best_step_size": STEP_SIZES[method][best], "best_index": best}
-  data["training"] = {"start": START, "num_seeds": num_seeds, **train_cfg, "sigma_min": SIGMA_MIN,
-                      "summary": summary}
-  best_final = {m: summary[m]["per_step_size"][summary[m]["best_index"]]["median_final_distance"] for m in summary}
-  best_vanilla = min(best_final["vanilla"], best_final["vanilla_normalised"])
-  claims.append(Claim(f"training, median distance to the optimum after {iters} iterations "
-                      "(best step size each): natural < 0.5 x best vanilla",
-                      {m: round(v, 4) for m, v in best_final.items()}, "natural < 0.5 * min(vanilla)",
-                      best_final["natural_trust_region"] < 0.5 * best_vanilla))
-
-  nat_div = [p["diverged_fraction"] for p in summary["natural_trust_region"]["per_step_size"]]
-  claims.append(Claim("natural trust-region training never diverged (every KL radius, every seed)",
-                      max(nat_div), "== 0", max(nat_div) == 0.0))
+  paths = [C.savefig(fig, out, f"{NAME}.png")]
 
   fig, ax = plt.subplots(figsize=(8, 5))
   colors = {"vanilla": "tab:orange", "vanilla_normalised": "tab:green", "natural_trust_region": "tab:blue"}
-  its = np.arange(1, iters + 1)
-  for method, dist in curves.items():
-    for i, size in enumerate(STEP_SIZES[method]):
-      d = dist[i]
-      ok = np.all(np.isfinite(d), axis=1)
-      if not ok.any():
+  its = np.arange(1, t["iters"] + 1)
+  for method, s in t["summary"].items():
+    for i, p in enumerate(s["per_step_size"]):
+      if p["median_curve"] is None:
         continue
-      med = np.median(d[ok], axis=0)
-      if i == summary[method]["best_index"]:
-        lo, hi = np.percentile(d[ok], [25, 75], axis=0)
+      if i == s["best_index"]:
+        lo, hi = np.asarray(p["iqr_curve"])
         ax.fill_between(its, lo, hi, color=colors[method], alpha=0.2)
-        ax.plot(its, med, color=colors[method], lw=2, label=f"{LABELS[method]} = {size:g} (best; IQR band)")
+        ax.plot(its, p["median_curve"], color=colors[method], lw=2,
+                label=f"{LABELS[method]} = {p['step_size']:g} (best; IQR band)")
       else:
-        ax.plot(its, med, color=colors[method], lw=0.8, alpha=0.45)
+        ax.plot(its, p["median_curve"], color=colors[method], lw=0.8, alpha=0.45)
   ax.set_yscale("log")
   ax.set_xlabel("iteration")
   ax.set_ylabel("distance to $(k^*, 0)$, median over seeds")
-  ax.set_title(f"{num_seeds} seeds from $(k,\\sigma)=({START[0]}, {START[1]})$; thin lines: other step sizes")
+  ax.set_title(f"{t['num_seeds']} seeds from $(k,\\sigma)=({START[0]}, {START[1]})$; thin lines: other step sizes")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  train_png = os.path.join(args.out, "natural_gradient_field_training.png")
-  fig.savefig(train_png, dpi=110)
-  plt.close(fig)
+  paths.append(C.savefig(fig, out, f"{NAME}_training.png"))
+  return paths
 
-  save_results("natural_gradient_field", args, claims=claims, data=data, figures=[field_png, train_png],
-               started=started)
+
+def main(argv=None):
+  C.run(NAME, __doc__, compute, claims, plot, CLAIMS, argv)
 
 
 if __name__ == "__main__":

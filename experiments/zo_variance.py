@@ -6,10 +6,10 @@ the same budget of :math:`B` evaluations of :math:`f`: ``plain`` and ``antitheti
 perturbed points (:math:`B/2` pairs), ``forward`` uses :math:`N = B - 1` plus :math:`f(x)`.
 
 For each scheme x direction distribution (gaussian, sphere, orthogonal, orthogonal_sphere), and for the
-one-sided estimator with the baselines of seed 003 (batch mean, leave-one-out, optimal in-batch, optimal
+one-sided estimator with the in-batch baselines (batch mean, leave-one-out, optimal in-batch, optimal
 leave-one-out), the total variance :math:`\operatorname{tr}\operatorname{Cov}[\hat g]` is measured over
-many seeds (standard errors by batch means) and compared with the closed form derived in
-``pgjax._src.zeroth_order.quadratic_trace_covariance``:
+many seeds (standard error from the per-seed squared deviations) and compared with the closed form derived in
+``quadratic_trace_covariance`` (pgjax):
 
 .. math::
 
@@ -23,34 +23,49 @@ form of the other terms), :math:`V_1/M` for :math:`M` iid directions, minus
 have no simple closed form and are shown measured only; the closed-form variance of the best *constant*
 baseline :math:`b^\star = f(x) + \sigma^2 (d+2)\operatorname{tr}A/(2d)` is drawn as their reference.
 
-Run: ``python experiments/zo_variance.py [--quick]``; writes ``results/zo_variance.json`` and
-``results/zo_variance.png``.
+Run: ``python -m experiments.zo_variance [--quick] [--out results]``.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import time
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pgjax
+from experiments import _common as C
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import pgjax  # noqa: E402
-from pgjax._src.zeroth_order import quadratic_trace_covariance  # noqa: E402
-from _common import Claim, parse_args, save_results  # noqa: E402
-
+NAME = "zo_variance"
 D, SIGMA, OFFSET = 8, 0.3, 5.0
 DIRECTIONS = ("gaussian", "sphere", "orthogonal", "orthogonal_sphere")
 SCHEMES = ("plain", "forward", "antithetic")
 BASELINES = ("mean", "leave_one_out", "optimal", "optimal_leave_one_out")
+B_CLAIM = 32  # budget of the single-budget claims: 16 antithetic pairs = two full orthogonal blocks in d = 8
+
+CLAIMS = {
+    "closed_form": C.ClaimSpec("measured tr Cov within 5 SE (+0.1% + float32 round-off) of the closed form: "
+                               "fraction of scheme/direction/budget cells", C.eq(1.0)),
+    "ortho_measured": C.ClaimSpec("orthogonal directions have lower measured variance than iid Gaussian at "
+                                  "equal budget (forward and antithetic, every budget with >= 2 directions, "
+                                  "5-SE margin): fraction of cells", C.eq(1.0)),
+    "ortho_closed": C.ClaimSpec("closed form: orthogonal < iid Gaussian in every scheme/budget cell with >= 2 "
+                                "directions: fraction of cells", C.eq(1.0)),
+    "opt_loo": C.ClaimSpec("budget {b}: tr Cov[optimal leave-one-out baseline] < 0.5 x tr Cov[b = 0] "
+                           "[value: a, SE_a, 0.5 b, 0.5 SE_b]", C.separated_se(5)),
+    "exact": C.ClaimSpec("budget {b}: antithetic orthogonal-sphere directions (full blocks) are exact on a "
+                         "quadratic: tr Cov / ||grad||^2", C.lt(1e-5)),
+    "slope": C.ClaimSpec("log-log slope of antithetic/gaussian variance vs budget", C.between(-1.05, -0.95)),
+}
+
+
+def quadratic_trace_covariance(*args, **kwargs):
+  """The closed-form trace covariance (public in pgjax where exported; else its implementation module)."""
+  for mod in ("testing", "zeroth_order_closed_forms"):
+    fn = getattr(getattr(pgjax, mod, None), "quadratic_trace_covariance", None)
+    if fn is not None:
+      return fn(*args, **kwargs)
+  from pgjax._src.zeroth_order import quadratic_trace_covariance as fn
+  return fn(*args, **kwargs)
 
 
 def quadratic():
@@ -62,106 +77,102 @@ def quadratic():
   return a_mat, c_vec, x
 
 
-def closed_form(scheme, directions, a_mat, c_vec, x, n, b=None):
-  """Trace covariance of one estimate with n perturbed points (see the module docstring)."""
-  return quadratic_trace_covariance(a_mat, c_vec, x, sigma=SIGMA, num_directions=n, scheme=scheme,
-                                    directions=directions, offset=OFFSET, baseline=b)
-
-
-def measure(estimators, x, key, num_seeds):
-  """tr Cov and its standard error for each estimator, by ``pgjax.sweep.gradient_stats`` (one jit each)."""
+def configs(budget, b_star):
   out = []
-  for i, e in enumerate(estimators):
-    st = pgjax.sweep.gradient_stats(e, x, jax.random.fold_in(key, i), num_seeds=num_seeds, chunk_size=1000)
-    out.append((float(st.total_variance), float(st.total_variance_se)))
+  for scheme in SCHEMES:
+    for dr in DIRECTIONS:
+      out.append(dict(label=f"{scheme}/{dr}", scheme=scheme, directions=dr, baseline=None,
+                      n=budget - 1 if scheme == "forward" else budget))
+  for bl in BASELINES:
+    out.append(dict(label=f"plain+{bl}/gaussian", scheme="plain", directions="gaussian", baseline=bl, n=budget))
+  out.append(dict(label="plain+b*/gaussian", scheme="plain", directions="gaussian", baseline=b_star, n=budget))
   return out
 
 
-def main():
-  started = time.time()
-  args = parse_args(__doc__.splitlines()[0])
-  budgets = (8, 32) if args.quick else (4, 8, 16, 32, 64)
-  num_seeds = 5000 if args.quick else 20000
+def compute(key, quick):
+  budgets = (8, 32) if quick else (4, 8, 16, 32, 64)
+  num_seeds = 5000 if quick else 20000
   a_mat, c_vec, x = quadratic()
   a_j, c_j, x_j = jnp.asarray(a_mat), jnp.asarray(c_vec), jnp.asarray(x)
 
   def f(v):
     return 0.5 * v @ a_j @ v + c_j @ v + OFFSET
 
-  d = D
   f0 = float(f(x_j))
-  b_star = f0 + SIGMA ** 2 * (d + 2) * float(np.trace(a_mat)) / (2 * d)
-  key = jax.random.key(args.seed)
+  b_star = f0 + SIGMA ** 2 * (D + 2) * float(np.trace(a_mat)) / (2 * D)
   rows = []
   for budget in budgets:
-    configs = []
-    for scheme in SCHEMES:
-      for dr in DIRECTIONS:
-        n = budget - 1 if scheme == "forward" else budget
-        configs.append(dict(label=f"{scheme}/{dr}", scheme=scheme, directions=dr, baseline=None, n=n))
-    for bl in BASELINES:
-      configs.append(dict(label=f"plain+{bl}/gaussian", scheme="plain", directions="gaussian", baseline=bl,
-                          n=budget))
-    configs.append(dict(label="plain+b*/gaussian", scheme="plain", directions="gaussian", baseline=b_star,
-                        n=budget))
+    cfgs = configs(budget, b_star)
     ests = [pgjax.zeroth_order(f, num_directions=c["n"], sigma=SIGMA, scheme=c["scheme"],
-                               directions=c["directions"], baseline=c["baseline"]) for c in configs]
-    results = measure(ests, x_j, jax.random.fold_in(key, budget), num_seeds)
-    for c, (v, se) in zip(configs, results):
+                               directions=c["directions"], baseline=c["baseline"]) for c in cfgs]
+    keys = jax.random.split(jax.random.fold_in(key, budget), num_seeds)
+    # one compilation per budget: every estimator on every seed (seed i's key is the same for all)
+    grads = jax.jit(lambda ks, ests=ests: jax.lax.map(
+        lambda k: jnp.stack([e(k, x_j)[0] for e in ests]), ks, batch_size=1000))(keys)
+    grads = np.asarray(grads, np.float64)                                       # [S, configs, D]
+    for j, c in enumerate(cfgs):
+      st = C.seed_stats(grads[:, j])
       cf = None
       if c["baseline"] is None:
-        cf = closed_form(c["scheme"], c["directions"], a_mat, c_vec, x, c["n"])
+        cf = quadratic_trace_covariance(a_mat, c_vec, x, sigma=SIGMA, num_directions=c["n"], scheme=c["scheme"],
+                                        directions=c["directions"], offset=OFFSET)
       elif not isinstance(c["baseline"], str):
-        cf = closed_form("plain", "gaussian", a_mat, c_vec, x, c["n"], b=b_star)
-      z = None if cf is None else (v - cf) / se
+        cf = quadratic_trace_covariance(a_mat, c_vec, x, sigma=SIGMA, num_directions=c["n"], scheme="plain",
+                                        directions="gaussian", offset=OFFSET, baseline=b_star)
+      v, se = st["total_variance"], st["total_variance_se"]
       rows.append(dict(budget=budget, label=c["label"], n=c["n"], variance=v, variance_se=se,
-                       closed_form=cf, z=z))
-      print(f"B={budget:>4} {c['label']:<34} var {v:10.4f} +- {se:8.4f}  closed form "
-            f"{'-' if cf is None else f'{cf:10.4f}'}  z {'-' if z is None else f'{z:+.2f}'}")
+                       closed_form=None if cf is None else float(cf),
+                       z=None if cf is None or se == 0 else (v - cf) / se))
+  return {"d": D, "sigma": SIGMA, "offset": OFFSET, "num_seeds": num_seeds, "budgets": budgets,
+          "b_star": b_star, "grad_sq_norm": float(np.sum((a_mat @ x + c_vec) ** 2)), "rows": rows}
 
-  # ---- claims
+
+def _row(result, label, budget):
+  return next(r for r in result["rows"] if r["label"] == label and r["budget"] == budget)
+
+
+def claims(result):
+  rows, budgets, g2 = result["rows"], result["budgets"], result["grad_sq_norm"]
   checked = [r for r in rows if r["closed_form"] is not None]
-  g2 = float(np.sum((a_mat @ x + c_vec) ** 2))
-  # tolerance: 5 SE + 0.1% + float32 round-off (1e-6 ||g||^2; antithetic orthogonal_sphere with full blocks is
-  # exact, variance 0 up to round-off)
-  tol = {id(r): 5 * r["variance_se"] + 1e-3 * r["closed_form"] + 1e-6 * g2 for r in checked}
-  n_ok = sum(abs(r["variance"] - r["closed_form"]) <= tol[id(r)] for r in checked)
-  worst = max((abs(r["z"]) for r in checked if r["closed_form"] > 1e-6 * g2), default=0.0)
-  claims = [Claim("measured tr Cov within 5 SE (+0.1%) of the closed form, all scheme/direction/budget cells",
-                  f"{n_ok}/{len(checked)} (worst |z| {worst:.2f} among cells with non-zero variance)", "all",
-                  n_ok == len(checked))]
+  # tolerance: 5 SE + 0.1% + float32 round-off (1e-6 ||g||^2; exact cells have variance 0 up to round-off)
+  ok = [abs(r["variance"] - r["closed_form"]) <= 5 * r["variance_se"] + 1e-3 * r["closed_form"] + 1e-6 * g2
+        for r in checked]
+  out = [CLAIMS["closed_form"](float(np.mean(ok)))]
+  cells = [(s, b) for s in SCHEMES for b in budgets if (b if s != "antithetic" else b // 2) > 1]
 
-  def var(label, budget):
-    return next(r for r in rows if r["label"] == label and r["budget"] == budget)
+  def below(s, b):
+    o, g = _row(result, f"{s}/orthogonal", b), _row(result, f"{s}/gaussian", b)
+    return o["variance"] + 5 * o["variance_se"] < g["variance"] - 5 * g["variance_se"]
 
-  ortho_ok = all(var(f"{s}/orthogonal", b)["variance"] + 5 * var(f"{s}/orthogonal", b)["variance_se"]
-                 < var(f"{s}/gaussian", b)["variance"] - 5 * var(f"{s}/gaussian", b)["variance_se"]
-                 for s in ("forward", "antithetic") for b in budgets if (b if s != "antithetic" else b // 2) > 1)
-  claims.append(Claim("orthogonal directions have lower measured variance than iid Gaussian at equal budget "
-                      "(forward and antithetic, every budget with >= 2 directions, 5-SE margin)", ortho_ok, "True",
-                      ortho_ok))
-  cf_ok = all(var(f"{s}/orthogonal", b)["closed_form"] < var(f"{s}/gaussian", b)["closed_form"]
-              for s in SCHEMES for b in budgets if (b if s != "antithetic" else b // 2) > 1)
-  plain_gain = [round(1 - var("plain/orthogonal", b)["closed_form"] / var("plain/gaussian", b)["closed_form"], 4)
-                for b in budgets]
-  claims.append(Claim("closed form: orthogonal < iid in every cell; for b = 0 the gain is tiny (the f(x)^2 d / "
-                      "sigma^2 term dominates), relative gain per budget", plain_gain, "reported", cf_ok))
-  b_mid = 8 if args.quick else 16
-  r_opt = var("plain+optimal_leave_one_out/gaussian", b_mid)
-  r_none = var("plain/gaussian", b_mid)
-  ratio = r_opt["variance"] / r_none["variance"]
-  claims.append(Claim(f"optimal leave-one-out baseline / b=0 variance at budget {b_mid}", round(ratio, 4),
-                      "< 0.5 (5-SE margin)", r_opt["variance"] + 5 * r_opt["variance_se"]
-                      < 0.5 * (r_none["variance"] - 5 * r_none["variance_se"])))
-  best = min((r for r in rows if r["budget"] == b_mid), key=lambda r: r["variance"])
-  claims.append(Claim(f"lowest-variance estimator at budget {b_mid}", best["label"], "reported", True))
-  # 1/N scaling of iid estimators: the closed form is exactly V1/N; check the measured log-log slope.
-  vs = np.array([var("antithetic/gaussian", b)["variance"] for b in budgets])
-  slope = float(np.polyfit(np.log(budgets), np.log(vs), 1)[0])
-  claims.append(Claim("log-log slope of antithetic/gaussian variance vs budget", round(slope, 3),
-                      "-1 +- 0.05", abs(slope + 1) < 0.05))
+  out.append(CLAIMS["ortho_measured"](float(np.mean([below(s, b) for s, b in cells if s != "plain"]))))
+  out.append(CLAIMS["ortho_closed"](float(np.mean(
+      [_row(result, f"{s}/orthogonal", b)["closed_form"] < _row(result, f"{s}/gaussian", b)["closed_form"]
+       for s, b in cells]))))
+  b_mid = 8
+  r_opt, r_none = _row(result, "plain+optimal_leave_one_out/gaussian", b_mid), _row(result, "plain/gaussian", b_mid)
+  out.append(CLAIMS["opt_loo"]([r_opt["variance"], r_opt["variance_se"], 0.5 * r_none["variance"],
+                                0.5 * r_none["variance_se"]], b=b_mid))
+  out.append(CLAIMS["exact"](_row(result, "antithetic/orthogonal_sphere", B_CLAIM)["variance"] / g2, b=B_CLAIM))
+  vs = np.array([_row(result, "antithetic/gaussian", b)["variance"] for b in budgets])
+  out.append(CLAIMS["slope"](float(np.polyfit(np.log(budgets), np.log(vs), 1)[0])))
+  worst = max((abs(r["z"]) for r in checked if r["z"] is not None and r["closed_form"] > 1e-6 * g2), default=0.0)
+  ms = [C.Measurement("largest |z| of measured vs closed-form variance among cells with non-zero variance",
+                      round(worst, 2), f"{len(checked)} cells")]
+  gains = {b: 1 - _row(result, "plain/orthogonal", b)["closed_form"] / _row(result, "plain/gaussian", b)["closed_form"]
+           for b in budgets}
+  ms.append(C.Measurement("plain scheme, no baseline: closed-form relative variance saved by orthogonal "
+                          "directions, per budget", {str(b): round(g, 4) for b, g in gains.items()},
+                          "tiny: the f(x)^2 d / sigma^2 term dominates"))
+  for b in budgets:
+    best = min((r for r in rows if r["budget"] == b), key=lambda r: r["variance"])
+    ms.append(C.Measurement(f"lowest-variance estimator at budget {b}", best["label"],
+                            f"tr Cov {best['variance']:.3g}"))
+  return out, ms
 
-  # ---- figure
+
+def plot(result, out):
+  plt = C.pyplot()
+  rows = result["rows"]
   fig, axes = plt.subplots(1, 4, figsize=(20, 4.8))
   floor = 1e-3  # exact zero-variance cells (full orthogonal-sphere antithetic blocks) are drawn here
   colors = dict(zip(DIRECTIONS, ("C0", "C1", "C2", "C3")))
@@ -188,21 +199,20 @@ def main():
                 fmt="o-", color=f"C{i + 4}", label=f"baseline {bl}")
   sel = [r for r in rows if r["label"] == "plain+b*/gaussian"]
   ax.plot([r["budget"] for r in sel], [r["closed_form"] for r in sel], "k--", label="constant b* (closed form)")
-  ax.set_title("one-sided Gaussian, baselines (seed 003)")
+  ax.set_title("one-sided Gaussian directions, baselines")
   ax.set_xscale("log", base=2)
   ax.set_yscale("log")
   ax.set_xlabel("function evaluations per estimate")
   ax.legend(fontsize=7)
   ax.grid(alpha=0.3)
   fig.suptitle(f"Zeroth-order variance at equal budget: quadratic, d={D}, sigma={SIGMA}, offset e={OFFSET}; "
-               f"{num_seeds} seeds per point, error bars 2 SE; exact zeros drawn at {floor:g}")
+               f"{result['num_seeds']} seeds per point, error bars 2 SE; exact zeros drawn at {floor:g}")
   fig.tight_layout()
-  os.makedirs(args.out, exist_ok=True)
-  png = os.path.join(args.out, "zo_variance.png")
-  fig.savefig(png, dpi=110)
-  save_results("zo_variance", args, claims=claims,
-               data={"d": D, "sigma": SIGMA, "offset": OFFSET, "num_seeds": num_seeds, "budgets": list(budgets),
-                     "b_star": b_star, "rows": rows}, figures=[png], started=started)
+  return [C.savefig(fig, out, f"{NAME}.png")]
+
+
+def main(argv=None):
+  C.run(NAME, __doc__, compute, claims, plot, CLAIMS, argv)
 
 
 if __name__ == "__main__":

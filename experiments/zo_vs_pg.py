@@ -1,4 +1,4 @@
-r"""Seed 003: "policy gradient and zeroth-order optimisation reach the same place".
+r"""Policy gradient and zeroth-order optimisation reach the same place (Su, 2020), measured.
 
 A linear softmax classifier (``pgjax.problems.argmax_classifier``: 3 classes, 4 features, 128 examples) is
 scored by its **argmax accuracy** :math:`R(\theta)` (piecewise constant: no useful gradient). Su (2020)
@@ -24,33 +24,24 @@ passes over the data per step: ES (``pgjax.zeroth_order`` on the argmax accuracy
 (``pgjax.score_function`` with leave-one-out baseline on sampled answers from the softmax policy + Adam),
 and the cross-entropy gradient (full-batch, the usual supervised ceiling). Accuracy curves with 2-SE bands.
 
-Run: ``python experiments/zo_vs_pg.py [--quick]``; writes ``results/zo_vs_pg.json`` and
-``results/zo_vs_pg.png``.
+Run: ``python -m experiments.zo_vs_pg [--quick] [--out results]``.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import sys
-import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import matplotlib  # noqa: E402
+import pgjax
+from experiments import _common as C
+from pgjax import problems
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-
-import pgjax  # noqa: E402
-from pgjax import problems  # noqa: E402
-from _common import Claim, parse_args, save_results  # noqa: E402
-
+NAME = "zo_vs_pg"
 NUM_EVALS = 32
 
 
@@ -62,12 +53,12 @@ def cosine_grid(g, targets):
   return np.where(gn > 0, dots / np.maximum(gn, 1e-30) / tn[None, :], 0.0)
 
 
-def part1(args, problem, data, key):
+def part1(quick, seed, problem, data, key):
   params = problem.params
   flat, unravel = ravel_pytree(params)
   sigmas = np.array([0.01, 0.03, 0.1, 0.3, 1.0], np.float32)
   taus = np.logspace(-2.5, 1.0, 29).astype(np.float32)
-  num_seeds = 1000 if args.quick else 4000
+  num_seeds = 1000 if quick else 4000
   acc_f = functools.partial(problems.argmax_accuracy, data=data)
 
   @jax.jit
@@ -87,7 +78,7 @@ def part1(args, problem, data, key):
   mean_g = grads.mean(1)                                                    # [nS, D]
   cos_of_mean = cosine_grid(mean_g, targets)                                # [nS, nT]
   # the seed-averaged cosine's uncertainty: bootstrap over seeds (200 resamples)
-  rng = np.random.default_rng(args.seed)
+  rng = np.random.default_rng(seed)
   boot = []
   for _ in range(200):
     idx = rng.integers(0, num_seeds, num_seeds)
@@ -124,8 +115,8 @@ def part1(args, problem, data, key):
               snr_at_pred=snr_pred, zero_estimate_fraction=zero_frac)
 
 
-def part2(args, problem, data, key):
-  steps = 150 if args.quick else 400
+def part2(quick, problem, data, key):
+  steps = 150 if quick else 400
   seeds = 8
   lr = 0.05
   sigma = 0.1
@@ -163,41 +154,56 @@ def part2(args, problem, data, key):
               curves={k: v for k, v in curves.items()})
 
 
-def main():
-  started = time.time()
-  args = parse_args(__doc__.splitlines()[0])
-  key = jax.random.key(args.seed)
+CLAIMS = {
+    "best_cos": C.ClaimSpec("for every eps in {{0.03, 0.1, 0.3, 1}}, some temperature gives cos(seed-averaged ZO "
+                            "gradient of argmax accuracy, exact PG of softmax expected reward)", C.ge(0.9)),
+    "tau_ratio": C.ClaimSpec("best-matching temperature / probit prediction 0.78 eps mean sqrt(|x|^2+1), "
+                             "eps >= 0.03", C.between(0.5, 2.0)),
+    "tau_mono": C.ClaimSpec("best-matching temperature increases with eps: successive differences", C.gt(0.0)),
+    "per_seed_cos": C.ClaimSpec("per-seed cosine (32 evaluations) to the PG at the predicted temperature, "
+                                "eps=0.1 (gradient_stats) [value: cosine, SE]", C.above_se(0.5, 5)),
+    "mismatch": C.ClaimSpec("a mismatched temperature loses the match: best cosine at eps=0.01 minus cos(seed-"
+                            "averaged ZO gradient, PG at tau=1)", C.gt(0.5)),
+    "train": C.ClaimSpec("{name}: final train accuracy minus cross-entropy's (mean over seeds)", C.ge(-0.05)),
+}
+TRAINED = ("ES (zeroth-order on argmax accuracy)", "REINFORCE (softmax expected reward, LOO)")
+
+
+def compute(key, quick):
   problem, data = problems.argmax_classifier(jax.random.fold_in(key, 0), num_examples=128, num_features=4,
                                              num_classes=3, init_scale=0.5, separation=1.5)
-  r1 = part1(args, problem, data, key)
-  r2 = part2(args, problem, data, key)
+  return {"part1": part1(quick, 0, problem, data, key), "part2": part2(quick, problem, data, key)}
 
-  claims = []
-  best = r1["cos_of_mean"].max(axis=1)
-  claims.append(Claim("for every eps in {0.03..1}, some temperature gives cos(seed-averaged ZO gradient of argmax "
-                      "accuracy, exact PG of softmax expected reward) >= 0.9",
-                      [round(float(v), 3) for v in best[1:]], ">= 0.9", bool(np.all(best[1:] >= 0.9))))
-  ratio = r1["best_tau"] / r1["tau_pred"]
-  claims.append(Claim("best-matching temperature / probit prediction 0.78*eps*mean sqrt(|x|^2+1)",
-                      [round(float(v), 2) for v in ratio], "within [0.5, 2] for eps >= 0.03",
-                      bool(np.all((ratio[1:] >= 0.5) & (ratio[1:] <= 2.0)))))
-  mono = bool(np.all(np.diff(r1["best_tau"]) > 0))
-  claims.append(Claim("best-matching temperature increases with eps", [float(t) for t in r1["best_tau"]],
-                      "strictly increasing", mono))
-  i1 = int(np.argmin(np.abs(r1["taus"] - 1.0)))
-  claims.append(Claim("per-seed cosine (32 evaluations) at the predicted temperature, eps=0.1, gradient_stats",
-                      f"{r1['cos_at_pred'][2]:.3f} +- {r1['cos_at_pred_se'][2]:.3f}", "reported (> 0)",
-                      bool(r1["cos_at_pred"][2] - 5 * r1["cos_at_pred_se"][2] > 0)))
-  claims.append(Claim("cos(seed-averaged ZO gradient at eps=0.01, PG at tau=1) (mismatched temperature)",
-                      round(float(r1["cos_of_mean"][0, i1]), 3), "reported", True))
-  fin = {k: v[:, -1] for k, v in r2["curves"].items()}
+
+def claims(result):
+  r1, r2 = result["part1"], result["part2"]
+  taus, sigmas = np.asarray(r1["taus"]), np.asarray(r1["sigmas"])
+  cos_of_mean = np.asarray(r1["cos_of_mean"])
+  best = cos_of_mean.max(axis=1)
+  best_tau = np.asarray(r1["best_tau"])
+  ratio = best_tau / np.asarray(r1["tau_pred"])
+  i01 = int(np.argmin(np.abs(sigmas - 0.1)))
+  i1 = int(np.argmin(np.abs(taus - 1.0)))
+  out = [CLAIMS["best_cos"]([round(float(v), 3) for v in best[1:]]),
+         CLAIMS["tau_ratio"]([round(float(v), 2) for v in ratio[1:]]),
+         CLAIMS["tau_mono"]([float(v) for v in np.diff(best_tau)]),
+         CLAIMS["per_seed_cos"]([float(r1["cos_at_pred"][i01]), float(r1["cos_at_pred_se"][i01])]),
+         CLAIMS["mismatch"](float(best[0] - cos_of_mean[0, i1]))]
+  fin = {k: np.asarray(v)[:, -1] for k, v in r2["curves"].items()}
   ce = fin["cross-entropy (supervised)"].mean()
-  for name in ("ES (zeroth-order on argmax accuracy)", "REINFORCE (softmax expected reward, LOO)"):
-    m = fin[name].mean()
-    claims.append(Claim(f"{name}: final train accuracy vs cross-entropy", f"{m:.3f} vs {ce:.3f}",
-                        ">= cross-entropy - 0.05", bool(m >= ce - 0.05)))
+  out += [CLAIMS["train"](float(fin[name].mean() - ce), name=name) for name in TRAINED]
+  ms = [C.Measurement("best-matching temperature per eps", {f"{s:g}": float(t) for s, t in zip(sigmas, best_tau)},
+                      "grid of 29 temperatures"),
+        C.Measurement("fraction of all-zero ZO estimates per eps (argmax accuracy is piecewise constant)",
+                      {f"{s:g}": float(z) for s, z in zip(sigmas, r1["zero_estimate_fraction"])}, ""),
+        C.Measurement("final train accuracy (mean over seeds)", {k: round(float(v.mean()), 3) for k, v in fin.items()},
+                      f"{r2['seeds']} seeds, {r2['steps']} steps")]
+  return out, ms
 
-  # ---- figure
+
+def plot(result, out):
+  plt = C.pyplot()
+  r1, r2 = result["part1"], result["part2"]
   fig, axes = plt.subplots(1, 3, figsize=(18, 5))
   ax = axes[0]
   im = ax.pcolormesh(r1["taus"], r1["sigmas"], r1["cos_of_mean"], shading="nearest", vmin=0, vmax=1, cmap="viridis")
@@ -225,6 +231,7 @@ def main():
   ax = axes[2]
   steps = np.arange(1, r2["steps"] + 1)
   for i, (name, c) in enumerate(r2["curves"].items()):
+    c = np.asarray(c)
     m, se = c.mean(0), c.std(0, ddof=1) / np.sqrt(c.shape[0])
     ax.plot(steps, m, color=f"C{i}", label=name)
     ax.fill_between(steps, m - 2 * se, m + 2 * se, color=f"C{i}", alpha=0.25)
@@ -234,10 +241,11 @@ def main():
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  os.makedirs(args.out, exist_ok=True)
-  png = os.path.join(args.out, "zo_vs_pg.png")
-  fig.savefig(png, dpi=110)
-  save_results("zo_vs_pg", args, claims=claims, data={"part1": r1, "part2": r2}, figures=[png], started=started)
+  return [C.savefig(fig, out, f"{NAME}.png")]
+
+
+def main(argv=None):
+  C.run(NAME, __doc__, compute, claims, plot, CLAIMS, argv)
 
 
 if __name__ == "__main__":
