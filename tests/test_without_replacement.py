@@ -130,3 +130,10 @@ def test_conformance():
 def test_bad_input(call, exc, match):
   with pytest.raises(exc, match=match):
     call()
+
+
+def test_extreme_logits_give_finite_estimates():
+  prob = P.categorical_quadratic(1, 5, logits=jnp.array([[-60.0, 60.0, 0.0, 5.0, -5.0]]))
+  est = W.unordered_set(prob.f, prob.dist_fn, num_samples=4)
+  g, aux = jax.jit(jax.vmap(lambda k: est(k, prob.params)))(jax.random.split(jax.random.key(0), 32))
+  assert np.all(np.isfinite(np.asarray(g))) and np.all(np.isfinite(np.asarray(aux.weights)))

@@ -211,8 +211,8 @@ def gumbel_softmax(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any],
 
   i.e. the forward pass evaluates ``f`` at the hard sample :math:`b_i` and the backward pass uses the
   derivative of the relaxation (Jang, Gu & Poole 2017, section 2.2; Bengio et al. 2013). The first is the exact
-  pathwise gradient of the *relaxed* objective :math:`\mathbb{E}[f(\sigma_\tau(z))]` (Maddison, Mnih & Teh 2017,
-  eq. 4 for the binary Concrete; Jang et al. eq. 1), not of :math:`\mathbb{E}[f(b)]`: its bias vanishes as
+  pathwise gradient of the *relaxed* objective :math:`\mathbb{E}[f(\sigma_\tau(z))]` (the Concrete / binary
+  Concrete distribution of Maddison, Mnih & Teh 2017; the Gumbel-softmax of Jang et al.), not of :math:`\mathbb{E}[f(b)]`: its bias vanishes as
   :math:`\tau\to0` (where the relaxed sample becomes the hard one), while its variance grows (the derivative of
   :math:`\sigma_\tau` near the threshold scales like :math:`1/\tau`). The straight-through estimator is
   biased too; as :math:`\tau\to0` its expectation tends in general to a derivative of ``f`` at the decision
@@ -281,7 +281,7 @@ def gumbel_softmax(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any],
 
 
 def _relax_estimate(f, dist_fn, num_samples, key, params, control_variate, control_params):
-  r"""The single-sample RELAX estimator averaged over ``num_samples`` (Grathwohl et al. 2018, eq. 8/Alg. 2).
+  r"""The single-sample RELAX estimator averaged over ``num_samples`` (Grathwohl et al. 2018, Algorithm 2).
 
   .. math::
 
@@ -351,8 +351,8 @@ def rebar(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any], Any], *,
   :math:`\tau > 0`; they only change its variance. ``f`` is evaluated at :math:`b`, :math:`\sigma_\tau(z)` and
   :math:`\sigma_\tau(\tilde z)` (and differentiated at the last two): ``aux.num_evaluations = 3 * num_samples``.
 
-  :math:`\eta` and :math:`\tau` are traced and the estimate is differentiable in them: Tucker et al. (section
-  3.3) tune them online by gradient descent on the variance,
+  :math:`\eta` and :math:`\tau` are traced and the estimate is differentiable in them: Tucker et al. tune them
+  online by gradient descent on the variance,
   :math:`\partial_{\eta,\tau}\mathbb{E}\|\hat g\|^2` (the mean does not depend on them), e.g.
   ``jax.grad(lambda eta: sum_of_squares(est(key, params, eta=eta)[0]))(eta)``.
 
@@ -408,7 +408,7 @@ def relax(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any], Any], *,
 
   With a differentiable surrogate :math:`c_\phi(z)` of ``f`` on the continuous variable :math:`z` (module
   docstring), :math:`b = H(z)` and :math:`\tilde z \sim p(z \mid b)` as in :func:`rebar` (Grathwohl et al. 2018,
-  eq. 8 and Algorithm 2),
+  Algorithm 2, the estimator for discrete variables),
 
   .. math::
 
@@ -422,7 +422,7 @@ def relax(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any], Any], *,
   The estimate is differentiable in ``control_params``: RELAX trains :math:`\phi` by stochastic gradient
   descent on the variance, whose gradient is :math:`\partial_\phi\mathbb{E}\|\hat g\|^2 =
   \mathbb{E}[2\hat g^\top\partial_\phi\hat g]` because the mean does not depend on :math:`\phi`
-  (Grathwohl et al., eq. 5):
+  (Grathwohl et al.):
 
   .. code-block:: python
 
