@@ -50,8 +50,8 @@ def bernoulli_quadratic(dim: int = 5, *, logits: ArrayLike | None = None,
   With :math:`p=\sigma(\text{logits})` and :math:`x_k^2=x_k`: :math:`J=\sum_k t_k^2 + p_k(1-2t_k)`,
   :math:`\partial_{\text{logit}_k} J = (1 - 2t_k)\,p_k(1-p_k)`. Defaults: logits 0, :math:`t_k = 0.45`
   (so all samples have similar values and a baseline matters a lot). This is the toy problem of the
-  binary-variable estimator literature (one bit with :math:`t = 0.45` in Tucker et al. 2017; :math:`t = 0.499`
-  in Grathwohl et al. 2018 and Dong et al. 2020), whose gradient is tiny next to the values of ``f``.
+  binary-variable estimator literature (:math:`t = 0.45` in Tucker et al. 2017; targets closer to 1/2, such as
+  :math:`0.499`, in Grathwohl et al. 2018 and Dong et al. 2020), whose gradient is tiny next to ``f``.
 
   References:
     G. Tucker et al., "REBAR: low-variance, unbiased gradient estimates for discrete latent variable
