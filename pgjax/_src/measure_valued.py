@@ -7,21 +7,22 @@ scaled difference of two probability densities (a *weak derivative*, Pflug 1996)
 
    \partial_\lambda p_\lambda(x) = c_\lambda\,\big(p^+_\lambda(x) - p^-_\lambda(x)\big)
    \quad\Rightarrow\quad
-   \partial_\lambda \mathbb E_{p_\lambda}[f] = c_\lambda\,\big(\mathbb E_{p^+_\lambda}[f] - \mathbb E_{p^-_\lambda}[f]\big),
+   \partial_\lambda \mathbb E_{p_\lambda}[f]
+   = c_\lambda\,\big(\mathbb E_{p^+_\lambda}[f] - \mathbb E_{p^-_\lambda}[f]\big),
 
 so the gradient needs only evaluations of ``f`` (never its derivative): one at a draw of the positive part, one
 at a draw of the negative part, for every distribution parameter (Mohamed, Rosca, Figurnov & Mnih 2020,
 section 6 and Table 1). The decompositions used here, for the coordinate :math:`k` of a factorised
 distribution (the other coordinates keep their own law):
 
-=========================  ==========================  =================================  ===========================
-parameter                  :math:`c`                   :math:`p^+`                        :math:`p^-`
-=========================  ==========================  =================================  ===========================
-Normal mean :math:`\mu`    :math:`1/(\sigma\sqrt{2\pi})`  :math:`\mu + \sigma W`           :math:`\mu - \sigma W'`
-Normal scale :math:`\sigma`  :math:`1/\sigma`            :math:`\mu + \sigma M` (double-sided Maxwell)  :math:`\mathcal N(\mu,\sigma^2)`
-Bernoulli :math:`p`        1                           :math:`\delta_1`                   :math:`\delta_0`
-Categorical :math:`\pi_j`  1                           :math:`\delta_j`                   none (zero measure)
-=========================  ==========================  =================================  ===========================
+===========================  =============================  ======================  ================================
+parameter                    :math:`c`                      :math:`p^+`             :math:`p^-`
+===========================  =============================  ======================  ================================
+Normal mean :math:`\mu`      :math:`1/(\sigma\sqrt{2\pi})`  :math:`\mu + \sigma W`  :math:`\mu - \sigma W'`
+Normal scale :math:`\sigma`  :math:`1/\sigma`               :math:`\mu + \sigma M`  :math:`\mathcal N(\mu,\sigma^2)`
+Bernoulli :math:`p`          1                              :math:`\delta_1`        :math:`\delta_0`
+Categorical :math:`\pi_j`    1                              :math:`\delta_j`        none (zero measure)
+===========================  =============================  ======================  ================================
 
 :math:`W` is the standard Rayleigh law (Weibull with shape 2 and scale :math:`\sqrt2`; density
 :math:`w e^{-w^2/2}` on :math:`w>0`, which is the Weibull(2, 1/2) of Mohamed et al.'s rate parameterisation) and
@@ -33,7 +34,9 @@ through :math:`\pi(\theta)` (softmax, or normalisation) removes the component al
 **Coupling** (common random numbers) draws :math:`p^+` and :math:`p^-` from the same randomness: the other
 coordinates of the sample are shared, :math:`W' = W` for the mean, and the Gaussian negative part of the scale is
 :math:`\mu + \sigma M U` with :math:`U\sim U(0,1)` and the same :math:`M` (a double-sided Maxwell times an
-independent uniform is standard normal). Without coupling the two parts use independent draws. Both are unbiased.
+independent uniform is standard normal). Without coupling the two parts use independent draws, the other
+coordinates included (the removed ``optax.monte_carlo`` implementation shared the other coordinates in both
+modes). Both are unbiased.
 """
 
 from __future__ import annotations
