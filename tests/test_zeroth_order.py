@@ -517,6 +517,23 @@ def test_bad_key_raises_naming_key():
       est(bad, X_SIN)
 
 
+def test_callable_baseline_and_shaping_plug_in_like_the_named_ones(key):
+  # A callable baseline b(values) -> [N] and a callable shaping [N] -> [N] are used exactly like the
+  # equivalent number / name (same key, same directions).
+  ests = (zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme="plain", baseline=2.0),
+          zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme="plain", baseline=lambda v: jnp.full_like(v, 2.0)),
+          zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme="plain", shaping="centered_ranks"),
+          zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme="plain", shaping=pgjax.shaping.centered_ranks),
+          zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme="plain", baseline=1.0))
+  g = jax.jit(lambda k: [e(k, X_SIN)[0] for e in ests])(key)
+  chex.assert_trees_all_close(g[1], g[0], rtol=1e-6, atol=1e-7)
+  chex.assert_trees_all_close(g[3], g[2], rtol=1e-6, atol=1e-7)
+  assert not np.allclose(g[4]["a"], g[0]["a"], rtol=1e-3)  # power control: another constant differs
+  bad = zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme="plain", shaping=lambda v: v[:3])
+  with pytest.raises(ValueError, match="shaping"):
+    bad(key, X_SIN)
+
+
 def test_typed_and_legacy_keys_give_the_same_estimate():
   est = jax.jit(zeroth_order(f_sin, num_directions=6, sigma=0.3, scheme="plain", baseline="leave_one_out"))
   chex.assert_trees_all_equal(est(jax.random.key(5), X_SIN)[0], est(jax.random.PRNGKey(5), X_SIN)[0])

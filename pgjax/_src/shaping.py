@@ -57,7 +57,7 @@ __all__ = ("SHAPINGS", "centered_ranks", "changes_estimand", "elite_indices", "g
 def _as_float(x: ArrayLike) -> jax.Array:
   x = jnp.asarray(x)
   if x.ndim < 1:
-    raise ValueError(f"`x` must have shape [..., N] (one population per row), got a scalar.")
+    raise ValueError("`x` must have shape [..., N] (one population per row), got a scalar.")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     x = x.astype(jnp.result_type(float))
   return x
