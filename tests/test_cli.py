@@ -3,13 +3,19 @@
 import json
 import os
 import re
+import signal
+import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
+import pgjax
 from pgjax._src import cli
+from pgjax._src.grid import config as grid_config
+from pgjax._src.grid import plot as grid_plot
 
 CONFIG = textwrap.dedent("""
     num_seeds = 400
@@ -42,7 +48,15 @@ def write(tmp_path, text, name="grid.toml"):
 def test_toml_config_runs_writes_table_and_plot_and_resumes(tmp_path, capsys):
   cfg = write(tmp_path, CONFIG)
   out = tmp_path / "out"
-  assert cli.main([cfg, "--out", str(out), "--no-progress"]) == 0
+  old_umask = os.umask(0o027)
+  try:
+    assert cli.main([cfg, "--out", str(out), "--no-progress"]) == 0
+  finally:
+    os.umask(old_umask)
+  # Files get the mode any new file gets under the umask (0o666 & ~0o027), not a temporary file's 0o600.
+  cell = next((out / "cells").iterdir())
+  for path in (out / "results.csv", out / "results.json", cell):
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
   with open(out / "results.json") as fh:
     rows = json.load(fh)
   assert [(r["estimator"], r["num_samples"]) for r in rows] == [
@@ -73,6 +87,124 @@ def test_quick_json_config_and_module_entry_point(tmp_path):
     rows = json.load(fh)
   assert len(rows) == 1 and rows[0]["num_seeds"] == 32 and rows[0]["num_samples"] == 4
   assert os.path.exists(out / "variance.png")
+
+
+def test_help_says_that_quick_changes_the_output_folder(monkeypatch, capsys):
+  monkeypatch.setattr(sys, "argv", ["pgjax-sweep", "--help"])
+  with pytest.raises(SystemExit) as exit_info:
+    cli.console_main()  # the installed console script's entry point (old and new module paths)
+  assert exit_info.value.code == 0
+  text = " ".join(capsys.readouterr().out.split())
+  assert "usage: pgjax-sweep" in text
+  assert "changes the output folder to <out>-quick unless --out is given" in text
+  from pgjax._src.grid.cli import console_main
+  assert console_main is cli.console_main
+
+
+def test_only_real_problems_are_offered_and_each_builds():
+  known = grid_config.known_problems()
+  for helper in ("cross_entropy_gradient", "argmax_accuracy", "label_scored_gradient",
+                 "expected_reward_gradient", "make_classification_data", "linear_policy_logits"):
+    assert helper not in known
+  assert {"gaussian_quadratic", "categorical_bandit", "classification_robot"} <= set(known)
+  for name in ("gaussian_quadratic", "classification_robot"):  # (the latter returns (problem, data))
+    problem = grid_config.resolve_problem("p", {"type": name})
+    assert isinstance(problem, pgjax.problems.Problem), name
+  with pytest.raises(pgjax.sweep.GridError, match=r"unknown problem type 'cross_entropy_gradient'; known: \['argmax_classifier'"):
+    grid_config.resolve_problem("p", {"type": "cross_entropy_gradient"})
+
+
+def test_variance_figure_plots_mse_beside_variance_and_shows_exact_zeros():
+  def row(est, n, var, mse):
+    return dict(estimator=est, problem="quad", num_samples=n, hyperparameters="{}", total_variance=var,
+                total_variance_se=0.1 * var, mse=mse, mse_se=0.1 * mse)
+  rows = [row("noisy", 4, 1.0, 1.0), row("noisy", 16, 0.25, 0.25),
+          row("constant", 4, 0.0, 2.0), row("constant", 16, 0.0, 2.0)]  # biased and exactly constant
+  fig = grid_plot.variance_figure(rows)
+  var_ax, mse_ax = fig.axes
+  assert var_ax.get_title() == "quad: total_variance" and mse_ax.get_title() == "quad: mse"
+  zeros = [l for l in var_ax.get_lines() if l.get_label() == grid_plot.ZERO_LABEL]
+  assert len(zeros) == 1 and list(zeros[0].get_xdata()) == [4, 16]
+  bottom = var_ax.get_ylim()[0]
+  assert bottom > 0 and list(zeros[0].get_ydata()) == [bottom, bottom]  # on the log axis, at its floor
+  assert grid_plot.ZERO_LABEL in [t.get_text() for t in var_ax.get_legend().get_texts()]
+  assert not [l for l in mse_ax.get_lines() if l.get_label() == grid_plot.ZERO_LABEL]
+  # The biased constant estimator is plotted on the MSE panel (2.0 at both N), above the noisy one at N=16.
+  mse_y = sorted(float(y) for c in mse_ax.containers for y in c.lines[0].get_ydata() if y == y)
+  assert mse_y == [0.25, 1.0, 2.0, 2.0]
+
+
+USER_MODULE = textwrap.dedent("""
+    import os, time
+    from typing import Any, Callable, NamedTuple
+    import distrax, jax, jax.numpy as jnp
+    import pgjax
+
+    class Shifted(NamedTuple):
+      params: Any
+      f: Callable
+      dist_fn: Callable
+      true_grad: Callable
+
+    def make_problem(shift=1.0):
+      # E_{x ~ N(mu, I)} ||x - shift||^2 = ||mu - shift||^2 + 2: gradient 2 (mu - shift).
+      return Shifted({"mu": jnp.zeros(2)}, lambda x: jnp.sum((x - shift) ** 2),
+                     lambda p: distrax.MultivariateNormalDiag(p["mu"], jnp.ones(2)),
+                     lambda p: {"mu": 2 * (p["mu"] - shift)})
+
+    def stalling(problem, num_samples):
+      est = pgjax.score_function(problem.f, problem.dist_fn, num_samples=num_samples,
+                                 baseline="leave_one_out")
+      if os.environ.get("STALL") != "1" or num_samples != 8:
+        return est
+      def stalled(key, params):
+        jax.debug.callback(lambda: time.sleep(600))
+        return est(key, params)
+      return stalled
+    """)
+
+USER_CONFIG = textwrap.dedent("""
+    num_seeds = 256
+    sample_sizes = [2, 8]
+
+    [problems.mine]
+    type = "userprob:make_problem"
+    shift = 0.5
+
+    [estimators.rloo]
+    type = "userprob:stalling"
+    """)
+
+
+def test_users_own_problem_and_ctrl_c_then_resume(tmp_path):
+  (tmp_path / "userprob.py").write_text(USER_MODULE)
+  cfg = write(tmp_path, USER_CONFIG)
+  out = tmp_path / "out"
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  command = [sys.executable, "-m", "pgjax", cfg, "--out", str(out), "--no-progress", "--no-plot"]
+  child = subprocess.Popen(command, env=dict(env, STALL="1"), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while not ((out / "cells").is_dir() and len(os.listdir(out / "cells")) >= 1):
+    assert child.poll() is None, child.communicate()[1][-2000:]
+    assert time.time() < deadline, "the child wrote no cell in time"
+    time.sleep(0.1)
+  time.sleep(0.5)  # the N = 8 group is now stalled in its callback
+  child.send_signal(signal.SIGINT)
+  _, err = child.communicate(timeout=60)  # promptly: the stalled group is abandoned
+  assert child.returncode == 130, err[-2000:]
+  assert "interrupted; rerun the same command to resume" in err and "Traceback" not in err, err[-2000:]
+  rerun = subprocess.run(command, env=dict(env, STALL="0"), capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert "2 cells (1 computed, 1 reused, 1 groups compiled)" in rerun.stdout
+  with open(out / "results.json") as fh:
+    rows = json.load(fh)
+  assert [(r["problem"], r["num_samples"]) for r in rows] == [("mine", 2), ("mine", 8)]
+  for r in rows:  # the user's problem was built with shift = 0.5, and leave-one-out is unbiased
+    assert json.loads(r["problem_spec"]) == {"type": "userprob:make_problem", "shift": 0.5}
+    assert r["bias_p_value"] > 0.001 and r["max_abs_z"] < 4.5
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -104,13 +104,17 @@ def test_one_compilation_across_sigma_damping_and_learning_rate(tmp_path):
   assert len(seen) == 8
 
 
-def test_cell_equals_direct_gradient_stats(tmp_path):
+def test_cell_equals_direct_gradient_stats_with_an_rbg_key(tmp_path):
   problem = pgjax.problems.gaussian_quadratic()
+  root = jax.random.key(3, impl="rbg")  # a non-default PRNG implementation (4-word keys)
   res = run_grid({"sf": lambda p, n: pgjax.score_function(p.f, p.dist_fn, num_samples=n)},
-                 {"quad": problem}, sample_sizes=[4], num_seeds=300, key=jax.random.key(3),
+                 {"quad": problem}, sample_sizes=[4], num_seeds=300, key=root,
                  out_dir=tmp_path, progress=False, chunk_size=64)
   row = res.rows[0]
-  key = jax.random.wrap_key_data(jnp.asarray([int(x, 16) for x in row["key"].split(":")], jnp.uint32))
+  assert row["key_impl"] == "rbg" and len(row["key"].split(":")) == 4
+  key = jax.random.wrap_key_data(jnp.asarray([int(x, 16) for x in row["key"].split(":")], jnp.uint32),
+                                 impl=row["key_impl"])
+  assert row["root_key"] == ":".join(f"{x:#010x}" for x in np.asarray(jax.random.key_data(root)))
   est = pgjax.score_function(problem.f, problem.dist_fn, num_samples=4)
   direct = pgjax.sweep.gradient_stats(est, problem.params, key, num_seeds=300, chunk_size=64,
                                       true_grad=problem.true_grad(problem.params))
