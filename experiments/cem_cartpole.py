@@ -52,7 +52,7 @@ def iterations_to(curve, threshold):
 
 def compute(key, quick):
   num_seeds = 16 if quick else 64
-  iters = 60 if quick else 150
+  iters = 50 if quick else 150
   env, v1_params = gymnax.make("CartPole-v1")
   v0_params = v1_params.replace(max_steps_in_episode=200)
   keys = jax.random.split(key, num_seeds)  # the same keys for every configuration (paired comparison)

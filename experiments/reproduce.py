@@ -50,6 +50,7 @@ EXPERIMENTS = (
     "zo_variance",
     "zo_vs_pg",
     "nes_vs_es",
+    "discrete_estimators",
 )
 _NOT_EXPERIMENTS = {"__init__", "_common", "reproduce"}
 

@@ -13,7 +13,7 @@ variant compiled first, then timed interleaved (every repeat runs every variant 
 repeats; the machine is shared, so only the ratio measured in one run means anything. Peak memory is
 XLA's compiled temporary-buffer size (``compiled.memory_analysis()``), deterministic for a given build.
 
-Run: ``python experiments/benchmarks/reinforce_cartpole.py [--quick] [--seeds S] [--chunk-size C]``;
+Run: ``python -m experiments.benchmarks.reinforce_cartpole [--quick] [--seeds S] [--chunk-size C]``;
 writes ``results/benchmarks/reinforce_cartpole.json``.
 """
 
@@ -21,30 +21,23 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# XLA CPU pitfall measured here (jax/jaxlib 0.10.2): with its concurrency-optimised scheduler, the jitted vmap
+# of either REINFORCE over >= 128 seeds (>= 512 environments) never finishes -- every thread idles on a futex
+# after compilation (64 seeds run fine); the reference alone hangs too, and dropping optax.clip_by_global_norm
+# from it avoids the hang, so it is a scheduling deadlock, not the model. The ``experiments`` package turns
+# that scheduler off before jax is imported (experiments/__init__.py); both variants run under the same flags.
+import distrax
+import flax.linen as nn
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-# XLA CPU pitfall measured here (jax/jaxlib 0.10.2): with its concurrency-optimised scheduler, the
-# jitted vmap of either REINFORCE over >= 128 seeds (>= 512 environments) never finishes -- every thread
-# idles on a futex after compilation (64 seeds run fine); the reference alone hangs too, and dropping
-# optax.clip_by_global_norm from it avoids the hang, so it is a scheduling deadlock, not the model.
-# Turning that scheduler off fixes it; both variants run under the same flags.
-_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
-
-import distrax  # noqa: E402
-import flax.linen as nn  # noqa: E402
-import gymnax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from _common import Claim, parse_args, save_results  # noqa: E402
-from pgjax import algos  # noqa: E402
+from experiments._common import Claim, ge, le, parse_args, save_results
+from pgjax import algos
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -125,12 +118,12 @@ def build(train, keys, chunk_size):
   return compiled, temp
 
 
-def main():
+def main(argv=None):
   def extra(p):
     p.add_argument("--seeds", type=int, default=None)
     p.add_argument("--chunk-size", type=int, default=0, help="seeds per lax.map chunk (0: one vmap)")
     p.add_argument("--repeats", type=int, default=None)
-  args = parse_args(__doc__.splitlines()[0], extra=extra)
+  args = parse_args(__doc__.splitlines()[0], argv, extra=extra)
   started = time.time()
   seeds = args.seeds or (64 if args.quick else 1024)
   repeats = args.repeats or (3 if args.quick else 5)
@@ -171,10 +164,8 @@ def main():
   print(f"ratio pgjax / reference env-steps/s = {ratio:.3f} (seeds {seeds}, chunk {chunk or 'none'})")
   mem_ratio = None if not (temp["pgjax"] and temp["reference"]) else temp["pgjax"] / temp["reference"]
   claims = [Claim(f"pgjax REINFORCE env-steps/s / plain PureJaxRL-style ({seeds} seeds, chunk {chunk or 'none'})",
-                  round(ratio, 3), ">= 0.95", ratio >= 0.95),
-            Claim("pgjax temp memory / reference temp memory (XLA memory_analysis)",
-                  None if mem_ratio is None else round(mem_ratio, 3), "<= 1.1",
-                  mem_ratio is not None and mem_ratio <= 1.1)]
+                  ratio, ge(0.95)),
+            Claim("pgjax temp memory / reference temp memory (XLA memory_analysis)", mem_ratio, le(1.1))]
   args.out = os.path.join(args.out, "benchmarks")
   save_results("reinforce_cartpole", args, claims=claims,
                data={"xla_flags": os.environ.get("XLA_FLAGS", ""), "seeds": seeds, "chunk_size": chunk, "num_envs": num_envs, "num_steps": num_steps,
