@@ -32,6 +32,7 @@ import glob
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -108,6 +109,7 @@ def _tail(text: str, n: int = 1500) -> str:
 def run(cmd: list[str], timeout: float, log_path: str) -> dict:
   env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
   t0 = time.time()
+  cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
   with open(log_path, "w") as log:
     try:
       proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
@@ -115,9 +117,11 @@ def run(cmd: list[str], timeout: float, log_path: str) -> dict:
     except subprocess.TimeoutExpired:
       status = f"timed out after {timeout:.0f} s"
   seconds = time.time() - t0
+  cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+  cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)  # finished children only
   with open(log_path) as log:
     output = log.read()
-  return {"status": status, "seconds": round(seconds, 1), "log_tail": _tail(output)}
+  return {"status": status, "seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1), "log_tail": _tail(output)}
 
 
 def _fmt(value) -> str:
@@ -172,14 +176,15 @@ def write_summary(out: str, entries: list[dict], grids: list[dict], args, total:
             f"ran to completion.**", "",
             f"A claim has a threshold that a wrong implementation or a different outcome would fail. "
             f"Measurements ({n_meas} below) are reported numbers with no threshold and are not counted.", ""]
-  lines += ["| experiment | status | seconds | claims passed | measurements |", "|---|---|---:|---:|---:|"]
+  lines += ["| experiment | status | seconds | CPU seconds | claims passed | measurements |",
+            "|---|---|---:|---:|---:|---:|"]
   for e in entries:
     status = e["status"] if not e.get("json_error") else f"{e['status']}; {e['json_error']}"
     cl = e.get("claims", [])
-    lines.append(f"| [{e['name']}](#{e['name']}) | {status} | {e['seconds']} | "
+    lines.append(f"| [{e['name']}](#{e['name']}) | {status} | {e['seconds']} | {e.get('cpu_seconds', '')} | "
                  f"{sum(bool(c['passed']) for c in cl)} / {len(cl)} | {len(e.get('measurements', []))} |")
   for g in grids:
-    lines.append(f"| grid: {g['name']} | {g['status']} | {g['seconds']} | (table) | |")
+    lines.append(f"| grid: {g['name']} | {g['status']} | {g['seconds']} | {g.get('cpu_seconds', '')} | (table) | |")
   lines.append("")
   for e in entries:
     lines += [f"## {e['name']}", ""]
@@ -287,7 +292,7 @@ def main(argv=None) -> int:
                                  + ["--out", args.out])}
     _collect(entry, json_path, before)
     cl = entry.get("claims", [])
-    print(f"    {entry['status']}, {entry['seconds']} s, claims {sum(bool(c['passed']) for c in cl)}/{len(cl)}, "
+    print(f"    {entry['status']}, {entry['seconds']} s (CPU {entry['cpu_seconds']} s), claims {sum(bool(c['passed']) for c in cl)}/{len(cl)}, "
           f"measurements {len(entry.get('measurements', []))}"
           + (f", {entry['json_error']}" if entry.get("json_error") else ""), flush=True)
     entries.append(entry)
