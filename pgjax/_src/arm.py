@@ -112,8 +112,8 @@ def arm(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any], *,
   r"""Builds the ARM (augment-REINFORCE-merge) estimator for factorised Bernoulli variables.
 
   With :math:`N` pairs :math:`(b^{(n)}, \tilde b^{(n)})` sharing :math:`u^{(n)}\sim U(0,1)^K` (module docstring),
-  the gradient with respect to the logits is (Yin & Zhou 2019, eq. 5, written with :math:`\tilde b` the sample
-  thresholded at :math:`\sigma(-\phi)`)
+  the gradient with respect to the logits is the ARM estimator of Yin & Zhou (2019), written with
+  :math:`\tilde b` the sample thresholded at :math:`\sigma(-\phi)`:
 
   .. math::
 
@@ -152,7 +152,8 @@ def disarm(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any], *,
            num_pairs: int) -> Callable[..., tuple[Any, ARMAux]]:
   r"""Builds the DisARM estimator for factorised Bernoulli variables (ARM with the uniform integrated out).
 
-  With the same antithetic pairs as :func:`arm` (Dong, Mnih & Tucker 2020, eq. 7 and section 3)
+  With the same antithetic pairs as :func:`arm`, the DisARM estimator of Dong, Mnih & Tucker (2020) (the same
+  form as the ``disarm`` gradient of the authors' published code) is
 
   .. math::
 

@@ -11,13 +11,13 @@ so with per-sample terms
    s_i = \nabla_\theta \log p_\theta(x_i),
 
 the estimate :math:`\hat g = \frac1N\sum_i (g_i - \beta_i \odot c_i)` is unbiased whenever the coefficient
-:math:`\beta_i` does not depend on :math:`x_i` (Mohamed, Rosca, Figurnov & Mnih 2020, section 7.4). Two
+:math:`\beta_i` does not depend on :math:`x_i` (Mohamed, Rosca, Figurnov & Mnih 2020, section 7). Two
 families of :math:`h`:
 
 * **linear control variates on the score**: :math:`h \equiv 1`, :math:`c_i = s_i` (the score has mean zero), so
   :math:`\beta` acts as a per-coordinate baseline; a constant baseline is the special case of a fixed scalar
   :math:`\beta`;
-* **the delta method** (Paisley, Blei & Jordan 2012; Mohamed et al. 2020, section 7.2): for a Gaussian
+* **the delta method** (Paisley, Blei & Jordan 2012; Mohamed et al. 2020, section 7): for a Gaussian
   :math:`p_\theta` with mean :math:`m` and covariance :math:`\Sigma`, :math:`h` is the second-order Taylor
   expansion of :math:`f` around the (fixed) current mean :math:`m_0`,
   :math:`h(x) = f(m_0) + \nabla f(m_0)^\top (x-m_0) + \tfrac12 (x-m_0)^\top \nabla^2 f(m_0) (x-m_0)`, whose
