@@ -84,6 +84,30 @@ def test_ranks_are_invariant_to_increasing_transforms():
   assert not np.allclose(zscore(x), zscore(jnp.exp(3.0 * x)), rtol=1e-3)
 
 
+def test_masked_members_are_left_out_exactly():
+  # where=mask gives, on the active members, exactly the shaping of the active values alone; 0 elsewhere.
+  x = jnp.array([0.3, NAN, -2.0, 1.5, 0.0, 0.7, 4.0, 0.3])
+  mask = jnp.array([True, True, False, True, True, False, True, True])
+  active = np.asarray(mask)
+  fns = (shaping.centered_ranks, shaping.nes_utilities, shaping.zscore)
+  masked, alone = jax.jit(lambda v, m, va: ([fn(v, m) for fn in fns], [fn(va) for fn in fns]))(
+      x, mask, x[active])
+  for fn, got, want in zip(fns, masked, alone):
+    np.testing.assert_allclose(np.asarray(got)[active], want, rtol=1e-6, atol=1e-7, err_msg=fn.__name__)
+    np.testing.assert_array_equal(np.asarray(got)[~active], 0.0)
+  # the mask may be traced (a number of active members decided at run time): one compilation for all
+  ranks = jax.jit(lambda v, k: shaping.centered_ranks(v, jnp.arange(8) < k))
+  np.testing.assert_allclose(ranks(x, 3)[:3], centered_ranks(x[:3]), rtol=1e-6)
+  np.testing.assert_allclose(ranks(x, 6)[:6], centered_ranks(x[:6]), rtol=1e-6)
+  # elite: inactive members rank below NaN; the count of non-finite values ignores them
+  np.testing.assert_array_equal(elite_indices(jnp.array([5.0, NAN, 9.0, 1.0]), 3),  [2, 0, 3])
+  np.testing.assert_array_equal(shaping.elite_indices(jnp.array([5.0, NAN, 9.0, 1.0]), 3,
+                                                      jnp.array([True, True, False, True])), [0, 3, 1])
+  assert int(shaping.num_nonfinite(x, mask)) == 1 and int(shaping.num_nonfinite(x, ~mask)) == 0
+  with pytest.raises(TypeError, match="where"):
+    shaping.centered_ranks(x, jnp.ones(8))
+
+
 def test_elite_ties_break_by_index():
   np.testing.assert_array_equal(elite_indices(jnp.array([1.0, 5.0, 5.0, 0.0, 5.0]), 3), [1, 2, 4])
 

@@ -63,35 +63,45 @@ def _as_float(x: ArrayLike) -> jax.Array:
   return x
 
 
-def _rank_bounds(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """For a ``[N]`` row: ``lo_i`` = #members ranked strictly below ``x_i``, ``hi_i`` = #members not above it.
+def _as_mask(where: ArrayLike | None, x: jax.Array) -> jax.Array:
+  if where is None:
+    return jnp.ones(x.shape, bool)
+  where = jnp.asarray(where)
+  if where.dtype != jnp.bool_:
+    raise TypeError(f"`where` must be a boolean array, got dtype {where.dtype}.")
+  try:
+    return jnp.broadcast_to(where, x.shape)
+  except ValueError:
+    raise ValueError(f"`where` must broadcast to the values' shape {x.shape}, got {where.shape}.") from None
+
+
+def _rank_bounds(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """For a ``[N]`` row and mask ``w``: the positions each active member occupies among the active ones.
 
   The order is the real order with NaN below everything (including -inf); NaNs tie with each other.
-  Member ``i`` occupies the 0-based ascending positions ``lo_i, ..., hi_i - 1``.
+  Active member ``i`` occupies the 0-based ascending positions ``lo_i, ..., hi_i - 1`` among the
+  ``n_active`` active members (inactive members get meaningless bounds; callers mask them out).
   """
-  nan = jnp.isnan(x)
+  nan = jnp.isnan(x) & w
+  n_out = jnp.sum(~w)
   n_nan = jnp.sum(nan)
-  clean = jnp.where(nan, -jnp.inf, x)
+  clean = jnp.where(w & ~nan, x, -jnp.inf)  # inactive and NaN members sort as -inf, below every number
   s = jnp.sort(clean)
   lo = jnp.searchsorted(s, clean, side="left")
   hi = jnp.searchsorted(s, clean, side="right")
-  # A NaN (stored as -inf) is below -inf: -inf members start after the NaNs; NaNs occupy 0..n_nan-1.
-  lo = jnp.where(nan, 0, jnp.where(clean == -jnp.inf, n_nan, lo))
-  hi = jnp.where(nan, n_nan, hi)
-  return lo, hi
+  # Order: inactive < NaN < -inf < numbers. A -inf member starts after the inactive and NaN ones.
+  lo = jnp.where(nan, n_out, jnp.where(clean == -jnp.inf, n_out + n_nan, lo))
+  hi = jnp.where(nan, n_out + n_nan, hi)
+  lo = jnp.where(w, lo - n_out, -1)  # inactive members: below everything (for elite selection)
+  hi = jnp.where(w, hi - n_out, 0)
+  return lo, hi, x.shape[0] - n_out
 
 
-def _tie_average(x: jax.Array, score_of_position: jax.Array) -> jax.Array:
-  """Member-wise average of ``score_of_position`` (``[N]``, by 0-based ascending position) over its ties."""
-  def row(xr):
-    lo, hi = _rank_bounds(xr)
-    cum = jnp.concatenate([jnp.zeros((1,), score_of_position.dtype), jnp.cumsum(score_of_position)])
-    return (cum[hi] - cum[lo]) / (hi - lo).astype(score_of_position.dtype)
-
-  return jnp.vectorize(row, signature="(n)->(n)")(x)
+def _rowwise(fn: Callable, x: jax.Array, w: jax.Array) -> jax.Array:
+  return jnp.vectorize(fn, signature="(n),(n)->(n)")(x, w)
 
 
-def centered_ranks(x: ArrayLike) -> jax.Array:
+def centered_ranks(x: ArrayLike, where: ArrayLike | None = None) -> jax.Array:
   r"""Centered ranks in :math:`[-\frac12, \frac12]` along the last axis; ties share their average rank.
 
   :math:`r_i = \frac{\mathrm{rank}_i}{N - 1} - \frac12` with 0-based ascending ranks: the smallest value
@@ -100,24 +110,25 @@ def centered_ranks(x: ArrayLike) -> jax.Array:
 
   Args:
     x: ``[..., N]`` values (higher is better).
+    where: optional boolean mask broadcastable to ``x``: rank only the members where it is ``True``
+      (``N`` = their number, which may be traced); the others get 0.
 
   Returns:
     ``[..., N]`` floating array (``x``'s dtype if floating).
   """
   x = _as_float(x)
-  n = x.shape[-1]
-  if n < 2:
-    return jnp.zeros_like(x)
-  def row(xr):
-    lo, hi = _rank_bounds(xr)
+
+  def row(xr, wr):
+    lo, hi, n = _rank_bounds(xr, wr)
     # average 0-based rank (lo + hi - 1) / 2, mapped to rank / (N - 1) - 1/2 with an integer numerator, so
     # the median of an odd population and symmetric ties give exactly 0
-    return (lo + hi - n).astype(x.dtype) / (2 * (n - 1))
+    r = (lo + hi - n).astype(x.dtype) / (2 * jnp.maximum(n - 1, 1)).astype(x.dtype)
+    return jnp.where(wr & (n > 1), r, jnp.zeros_like(r))
 
-  return jnp.vectorize(row, signature="(n)->(n)")(x)
+  return _rowwise(row, x, _as_mask(where, x))
 
 
-def nes_utilities(x: ArrayLike) -> jax.Array:
+def nes_utilities(x: ArrayLike, where: ArrayLike | None = None) -> jax.Array:
   r"""Natural-evolution-strategies utilities along the last axis (Wierstra et al. 2014, Section 3.1).
 
   For the member of rank :math:`k` (1 = highest value),
@@ -132,19 +143,29 @@ def nes_utilities(x: ArrayLike) -> jax.Array:
 
   Args:
     x: ``[..., N]`` values (higher is better).
+    where: optional boolean mask broadcastable to ``x``: only the members where it is ``True`` are ranked
+      (``N`` = their number, which may be traced); the others get utility 0.
 
   Returns:
-    ``[..., N]`` utilities (``x``'s dtype if floating).
+    ``[..., N]`` utilities (``x``'s dtype if floating, computed in float32 or wider).
   """
   x = _as_float(x)
-  n = x.shape[-1]
-  k = np.arange(n, 0, -1, dtype=np.float64)  # rank of ascending position p is N - p (1 = best)
-  raw = np.maximum(0.0, np.log(n / 2 + 1) - np.log(k))
-  util = raw / raw.sum() - 1.0 / n
-  return _tie_average(x, jnp.asarray(util, x.dtype))
+  cdtype = jnp.promote_types(x.dtype, jnp.float32)
+
+  def row(xr, wr):
+    lo, hi, n = _rank_bounds(xr, wr)
+    nf = n.astype(cdtype)
+    k = nf - jnp.arange(xr.shape[0], dtype=cdtype)  # rank (1 = best) of ascending position p among active
+    raw = jnp.where(k >= 1, jnp.maximum(0.0, jnp.log(nf / 2 + 1) - jnp.log(jnp.maximum(k, 1.0))), 0.0)
+    util = jnp.where(k >= 1, raw / jnp.sum(raw) - 1.0 / nf, 0.0)
+    cum = jnp.concatenate([jnp.zeros((1,), cdtype), jnp.cumsum(util)])
+    out = (cum[hi] - cum[lo]) / jnp.maximum(hi - lo, 1).astype(cdtype)
+    return jnp.where(wr, out, 0.0).astype(x.dtype)
+
+  return _rowwise(row, x, _as_mask(where, x))
 
 
-def zscore(x: ArrayLike) -> jax.Array:
+def zscore(x: ArrayLike, where: ArrayLike | None = None) -> jax.Array:
   r""":math:`(x - \bar x)/\mathrm{std}(x)` along the last axis (population std, divisor ``N``).
 
   A row whose values are all equal maps to zeros (not NaN). Values are used as numbers: a NaN or
@@ -152,31 +173,42 @@ def zscore(x: ArrayLike) -> jax.Array:
 
   Args:
     x: ``[..., N]`` values.
+    where: optional boolean mask broadcastable to ``x``: statistics over the members where it is
+      ``True`` only; the others get 0.
 
   Returns:
     ``[..., N]`` floating array.
   """
   x = _as_float(x)
-  c = x - jnp.mean(x, axis=-1, keepdims=True)
-  std = jnp.sqrt(jnp.mean(c * c, axis=-1, keepdims=True))
+  w = _as_mask(where, x)
+  count = jnp.maximum(jnp.sum(w, axis=-1, keepdims=True), 1).astype(x.dtype)
+  c = x - jnp.sum(jnp.where(w, x, 0.0), axis=-1, keepdims=True) / count
+  std = jnp.sqrt(jnp.sum(jnp.where(w, c * c, 0.0), axis=-1, keepdims=True) / count)
   zero = std == 0  # False for a NaN std, which then propagates through the division
-  return jnp.where(zero, jnp.zeros_like(c), c / jnp.where(zero, jnp.ones_like(std), std))
+  out = jnp.where(zero, jnp.zeros_like(c), c / jnp.where(zero, jnp.ones_like(std), std))
+  return jnp.where(w, out, 0.0)
 
 
-def num_nonfinite(x: ArrayLike) -> jax.Array:
-  """The number of NaN or :math:`\\pm\\infty` entries along the last axis, int32 ``[...]``."""
-  return jnp.sum(~jnp.isfinite(jnp.asarray(x)), axis=-1).astype(jnp.int32)
+def num_nonfinite(x: ArrayLike, where: ArrayLike | None = None) -> jax.Array:
+  """The number of NaN or :math:`\\pm\\infty` entries along the last axis (where ``where``), int32 ``[...]``."""
+  x = jnp.asarray(x)
+  bad = ~jnp.isfinite(x)
+  if where is not None:
+    bad = bad & _as_mask(where, x)
+  return jnp.sum(bad, axis=-1).astype(jnp.int32)
 
 
-def elite_indices(x: ArrayLike, num_elite: int) -> jax.Array:
+def elite_indices(x: ArrayLike, num_elite: int, where: ArrayLike | None = None) -> jax.Array:
   r"""Indices of the ``num_elite`` highest values along the last axis, best first.
 
   NaN ranks below every number (a NaN member enters the elite only if there are fewer than
-  ``num_elite`` non-NaN members); ties are broken by the lower index.
+  ``num_elite`` non-NaN members); ties are broken by the lower index. Members outside ``where`` rank
+  below the NaNs.
 
   Args:
     x: ``[..., N]`` values (higher is better).
     num_elite: ``K`` (static), ``1 <= K <= N``.
+    where: optional boolean mask broadcastable to ``x`` of the members that may be chosen.
 
   Returns:
     ``[..., K]`` int32 indices.
@@ -187,8 +219,7 @@ def elite_indices(x: ArrayLike, num_elite: int) -> jax.Array:
     raise TypeError(f"`num_elite` must be an integer, got {num_elite!r}.")
   if not 1 <= num_elite <= n:
     raise ValueError(f"`num_elite` must be in [1, {n}] (the population size), got {num_elite}.")
-  # NaN -> one step below -inf in a total order: rank by (is_number, value) using the lower rank bound.
-  lo = jnp.vectorize(lambda r: _rank_bounds(r)[0], signature="(n)->(n)")(x)
+  lo = _rowwise(lambda xr, wr: _rank_bounds(xr, wr)[0], x, _as_mask(where, x))
   return jax.lax.top_k(lo, int(num_elite))[1].astype(jnp.int32)
 
 

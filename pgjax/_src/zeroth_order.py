@@ -445,7 +445,11 @@ def _weights(cfg: _Config, fit: jax.Array, sq: jax.Array | None, b0: jax.Array |
 
 def _estimate_streamed(cfg: _Config, source: _Source, evaluate: Callable, keys: Any, b0: Any, bs: int,
                        d: int, dtype: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-  """Per-direction weights: draw, evaluate, weight and accumulate chunk by chunk (no ``[M, d]`` array)."""
+  """Per-direction weights: draw, evaluate, weight and accumulate chunk by chunk (no ``[M, d]`` array).
+
+  Table slices are taken one at a time (``batch_size`` does not apply): gathering a chunk of slices would
+  copy them; one fused pass reads each slice once.
+  """
   n, acc_dtype = cfg.num_directions, _compute_dtype(dtype)
 
   def chunk_weights(outs):
@@ -464,7 +468,19 @@ def _estimate_streamed(cfg: _Config, source: _Source, evaluate: Callable, keys: 
     acc = acc + jnp.dot(w.astype(acc_dtype), u.astype(acc_dtype), precision=jax.lax.Precision.HIGHEST)
     return acc, outs
 
-  acc, outs = _scan_chunks(body, jnp.zeros((d,), acc_dtype), (source.items, keys), bs)
+  def body_slice(acc, item):  # one table slice at a time: read once, evaluated and added while in cache
+    o, ks = item
+    u = source.get(o)
+    outs = evaluate(u, ks)
+    w = chunk_weights(jax.tree_util.tree_map(lambda v: v[None], outs))[0]  # baselines take [..., N]
+    return acc + w.astype(acc_dtype) * u.astype(acc_dtype), outs
+
+  acc0 = jnp.zeros((d,), acc_dtype)
+  if source.table is not None:
+    m = source.items.shape[0]
+    acc, outs = jax.lax.scan(body_slice, acc0, (source.items, keys), unroll=min(4, m))
+  else:
+    acc, outs = _scan_chunks(body, acc0, (source.items, keys), bs)
   values = _values(cfg, outs, dtype)
   if cfg.antithetic:
     b = jnp.zeros_like(values)
