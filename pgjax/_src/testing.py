@@ -10,7 +10,11 @@ of replicates.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import dataclasses
+import functools
+import re
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -98,3 +102,834 @@ def assert_tree_all_finite(tree: Any, name: str = "tree") -> None:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if not bool(jnp.all(jnp.isfinite(leaf))):
       raise AssertionError(f"{name}{jax.tree_util.keystr(path)} has non-finite values: {leaf}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conformance: the contract every estimator ``(key, params) -> (grads, aux)`` must meet.
+# ---------------------------------------------------------------------------------------------------------
+
+PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
+NAN_POLICIES = ("propagate", "rank_last", "raise")
+
+
+class PropertyResult(NamedTuple):
+  """The outcome of one conformance property: ``status`` is ``"passed"``, ``"failed"`` or ``"skipped"``."""
+  name: str
+  status: str
+  message: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConformanceReport:
+  """The results of :func:`check_estimator`, one :class:`PropertyResult` per property, in the order run."""
+  results: tuple[PropertyResult, ...]
+
+  def __getitem__(self, name: str) -> PropertyResult:
+    for r in self.results:
+      if r.name == name:
+        return r
+    raise KeyError(f"no property named {name!r}; have {[r.name for r in self.results]}")
+
+  def __contains__(self, name: str) -> bool:
+    return any(r.name == name for r in self.results)
+
+  def _with(self, status):
+    return tuple(r for r in self.results if r.status == status)
+
+  @property
+  def passed(self) -> tuple[PropertyResult, ...]:
+    return self._with(PASSED)
+
+  @property
+  def failed(self) -> tuple[PropertyResult, ...]:
+    return self._with(FAILED)
+
+  @property
+  def skipped(self) -> tuple[PropertyResult, ...]:
+    return self._with(SKIPPED)
+
+  @property
+  def ok(self) -> bool:
+    return not self.failed
+
+  def __str__(self) -> str:
+    lines = [f"{len(self.failed)} failed, {len(self.passed)} passed, {len(self.skipped)} skipped"]
+    for r in self.results:
+      lines.append(f"  {r.status.upper():7s} {r.name}" + (f": {r.message}" if r.message else ""))
+    return "\n".join(lines)
+
+  def raise_if_failed(self) -> None:
+    """Raises ``AssertionError`` listing every failed property with its message."""
+    if self.failed:
+      raise AssertionError(f"estimator fails {len(self.failed)} conformance propert"
+                           f"{'y' if len(self.failed) == 1 else 'ies'}:\n"
+                           + "\n".join(f"  {r.name}: {r.message}" for r in self.failed))
+
+
+# --- building blocks ---------------------------------------------------------------------------------------
+
+def _dtype_name(x) -> str:
+  return str(jnp.asarray(x).dtype) if not hasattr(x, "dtype") else str(x.dtype)
+
+
+def assert_same_structure_and_dtypes(tree: Any, reference: Any, name: str = "grads",
+                                     reference_name: str = "params") -> None:
+  """Asserts ``tree`` has ``reference``'s tree structure, and each leaf its shape and dtype.
+
+  ``None`` leaves must stay ``None`` (they are part of the tree structure).
+  """
+  ts, tr = jax.tree_util.tree_structure(tree), jax.tree_util.tree_structure(reference)
+  if ts != tr:
+    raise AssertionError(f"{name} has tree structure {ts}, {reference_name} has {tr}")
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(tree)[0], jax.tree_util.tree_leaves(reference)):
+    where = f"{name}{jax.tree_util.keystr(path)}"
+    if np.shape(a) != np.shape(b):
+      raise AssertionError(f"{where} has shape {np.shape(a)}, {reference_name} has {np.shape(b)}")
+    if _dtype_name(a) != _dtype_name(b):
+      raise AssertionError(f"{where} has dtype {_dtype_name(a)}, {reference_name} has {_dtype_name(b)}")
+
+
+def _np(x):
+  x = np.asarray(x)
+  if x.dtype.kind == "V" or str(x.dtype) == "bfloat16":  # ml_dtypes: compare in float64
+    x = x.astype(np.float64)
+  return x
+
+
+def _float_leaves_with_path(tree):
+  out = []
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if leaf is None or jax.dtypes.issubdtype(jnp.result_type(leaf), jax.dtypes.prng_key):
+      continue
+    out.append((jax.tree_util.keystr(path), leaf))
+  return out
+
+
+def assert_trees_equal(a: Any, b: Any, name_a: str = "a", name_b: str = "b") -> None:
+  """Asserts two pytrees are bit-identical (NaNs in the same places count as equal)."""
+  ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
+  if ta != tb:
+    raise AssertionError(f"{name_a} and {name_b} differ in tree structure: {ta} vs {tb}")
+  for (path, x), (_, y) in zip(_float_leaves_with_path(a), _float_leaves_with_path(b)):
+    x, y = _np(x), _np(y)
+    if x.shape != y.shape or x.dtype != y.dtype:
+      raise AssertionError(f"{name_a}{path} is {x.dtype}{list(x.shape)}, {name_b}{path} is {y.dtype}{list(y.shape)}")
+    if x.dtype.kind in "fc":
+      same = (x == y) | (np.isnan(x) & np.isnan(y))
+    else:
+      same = x == y
+    if not np.all(same):
+      k = int(np.flatnonzero(~same.ravel())[0])
+      raise AssertionError(f"{name_a}{path} and {name_b}{path} are not bit-identical: {int((~same).sum())} of "
+                           f"{same.size} entries differ, first at flat index {k}: "
+                           f"{x.ravel()[k]!r} vs {y.ravel()[k]!r}")
+
+
+def assert_trees_close(a: Any, b: Any, *, rtol: float = 1e-5, atol: float = 1e-6, name_a: str = "a",
+                       name_b: str = "b") -> None:
+  r"""Asserts :math:`|a - b| \le \text{atol} + \text{rtol}\cdot\max(\|a\|_\infty, \|b\|_\infty)` leaf by leaf.
+
+  The tolerance is relative to each leaf's largest entry (not to each entry), which is the right scale for
+  sums computed in a different order: a coordinate that nearly cancels is not held to a relative bound.
+  NaNs must be in the same places.
+  """
+  ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
+  if ta != tb:
+    raise AssertionError(f"{name_a} and {name_b} differ in tree structure: {ta} vs {tb}")
+  for (path, x), (_, y) in zip(_float_leaves_with_path(a), _float_leaves_with_path(b)):
+    x, y = _np(x).astype(np.float64), _np(y).astype(np.float64)
+    if x.shape != y.shape:
+      raise AssertionError(f"{name_a}{path} has shape {x.shape}, {name_b}{path} has {y.shape}")
+    if x.size == 0:
+      continue
+    nan_x, nan_y = np.isnan(x), np.isnan(y)
+    if np.any(nan_x != nan_y):
+      raise AssertionError(f"{name_a}{path} and {name_b}{path} have NaNs in different places: "
+                           f"{int(nan_x.sum())} vs {int(nan_y.sum())} NaNs")
+    xf, yf = np.where(nan_x, 0.0, x), np.where(nan_y, 0.0, y)
+    scale = max(np.max(np.abs(xf)), np.max(np.abs(yf)))
+    err = np.abs(xf - yf)
+    bound = atol + rtol * scale
+    if not np.all(err <= bound):
+      k = int(np.argmax(err))
+      raise AssertionError(f"{name_a}{path} and {name_b}{path} differ by up to {err.ravel()[k]:.3g} "
+                           f"(> {bound:.3g} = atol {atol:g} + rtol {rtol:g} * max|.| {scale:.3g}); at flat "
+                           f"index {k}: {xf.ravel()[k]!r} vs {yf.ravel()[k]!r}")
+
+
+def _quoted(name: str) -> str:
+  return rf"[`'\"]{re.escape(name)}[`'\"]"
+
+
+def assert_raises_naming(call: Callable[[], Any], name: str,
+                         exceptions: tuple[type[BaseException], ...] = (TypeError, ValueError)) -> None:
+  """Asserts ``call()`` raises one of ``exceptions`` whose message names ``name`` in quotes or backticks.
+
+  Naming means the argument appears quoted (```key```, ``'key'`` or ``"key"``), so an error from deep inside
+  JAX that merely contains the word does not count.
+  """
+  try:
+    out = call()
+    jax.block_until_ready(out)
+  except exceptions as e:  # noqa: PERF203
+    if not re.search(_quoted(name), str(e)):
+      raise AssertionError(f"raised {type(e).__name__} that does not name `{name}`: {_short(e)}") from None
+    return
+  except Exception as e:  # noqa: BLE001
+    raise AssertionError(f"raised {type(e).__name__} instead of {'/'.join(x.__name__ for x in exceptions)} "
+                         f"naming `{name}`: {_short(e)}") from None
+  raise AssertionError(f"accepted the bad `{name}` without an error")
+
+
+def _short(e: BaseException, n: int = 300) -> str:
+  s = " ".join(str(e).split())
+  return s if len(s) <= n else s[:n] + "..."
+
+
+class TraceCounter:
+  """Wraps a function and counts how many times JAX traces (or eagerly runs) its Python body.
+
+  Example::
+
+    counted = TraceCounter(estimator)
+    jitted = jax.jit(counted)
+    jitted(k1, params); jitted(k2, params)
+    assert counted.count == 1
+  """
+
+  def __init__(self, fn: Callable):
+    self.fn = fn
+    self.count = 0
+    functools.update_wrapper(self, fn)
+
+  def __call__(self, *args, **kwargs):
+    self.count += 1
+    return self.fn(*args, **kwargs)
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+  """Casts every floating leaf of ``tree`` to ``dtype`` (other leaves and ``None`` unchanged)."""
+  def cast(x):
+    if x is None or not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+      return x
+    return jnp.asarray(x).astype(dtype)
+  return jax.tree_util.tree_map(cast, tree)
+
+
+def edge_case_params(params: Any) -> dict[str, Any]:
+  """``params`` wrapped with the leaves estimators most often mishandle: ``None``, a scalar and a zero-size array.
+
+  Returns ``{"params": params, "none": None, "scalar": 0.0, "empty": zeros([0])}`` in the dtype of the first
+  floating leaf of ``params``. Your ``f`` / ``dist_fn`` must accept it (read ``p["params"]``, and use
+  ``p["scalar"]`` and ``jnp.sum(p["empty"])`` if you want them on the gradient path).
+  """
+  leaves = [x for x in jax.tree_util.tree_leaves(params) if jnp.issubdtype(jnp.result_type(x), jnp.floating)]
+  dtype = jnp.result_type(leaves[0]) if leaves else jnp.float32
+  return {"params": params, "none": None, "scalar": jnp.zeros((), dtype), "empty": jnp.zeros((0,), dtype)}
+
+
+def _sq_norm(tree):
+  leaves = [jnp.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+  if not leaves:
+    return jnp.zeros((), jnp.float32)
+  parts = [jnp.sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32)))) for x in leaves]
+  return functools.reduce(jnp.add, parts)
+
+
+def _first_nonfinite(tree):
+  for path, leaf in _float_leaves_with_path(tree):
+    a = _np(leaf)
+    if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+      return f"{path} has {int((~np.isfinite(a)).sum())} non-finite of {a.size}"
+  return None
+
+
+def _has_nan(tree) -> bool:
+  return any(np.any(np.isnan(_np(x))) for _, x in _float_leaves_with_path(tree) if _np(x).dtype.kind in "fc")
+
+
+def _stack(a, b):
+  return jax.tree_util.tree_map(lambda x, y: jnp.stack([jnp.asarray(x), jnp.asarray(y)]), a, b)
+
+
+def _row(tree, i):
+  return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def _default_perturb(params):
+  def move(x):
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+      return x
+    x = jnp.asarray(x)
+    return (x * 0.9 + 0.05).astype(x.dtype)
+  return jax.tree_util.tree_map(move, params)
+
+
+def _strong(tree):
+  """Leaves as arrays of their own (strong) dtype, so reruns with other values never retrace on weak types."""
+  return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x)), tree)
+
+
+def _legacy(key):
+  return jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+
+
+# --- check_estimator ---------------------------------------------------------------------------------------
+
+_PER_CASE = ("estimator", "params", "dtypes", "make_params", "rebuild", "other_params", "structures", "variants",
+             "hyperparameters", "nan_estimator", "nan_policy", "nan_count", "expected_nan_count", "bad_arguments",
+             "bad_keys", "bad_params", "eager", "require_num_evaluations", "skip")
+_PARTS = ("base", "legacy_key", "vmap_keys", "vmap_params", "grad")
+_PART_OF = {"keys": "legacy_key", "vmap_keys": "vmap_keys", "vmap_params": "vmap_params", "grad": "grad"}
+
+
+def _skipped(name: str, skip: Sequence[str]) -> bool:
+  return any(name == s or name.startswith(s + "[") for s in skip)
+
+
+def _record(results, name, skip, fn):
+  """Runs ``fn() -> None | str`` (a string is a skip reason); records passed/failed/skipped."""
+  if _skipped(name, skip):
+    results.append(PropertyResult(name, SKIPPED, "skipped by the caller"))
+    return
+  try:
+    reason = fn()
+  except AssertionError as e:
+    results.append(PropertyResult(name, FAILED, str(e)))
+    return
+  except Exception as e:  # noqa: BLE001  (an estimator that crashes fails the property, with the error)
+    results.append(PropertyResult(name, FAILED, f"raised {type(e).__name__}: {_short(e, 600)}"))
+    return
+  if isinstance(reason, str):
+    results.append(PropertyResult(name, SKIPPED, reason))
+  else:
+    results.append(PropertyResult(name, PASSED))
+
+
+def _fused(items, args, jit):
+  """``{k: fn(*args)}`` in one jitted call; if that fails, bisected until each error is pinned to its item.
+
+  Returns ``({k: (value, error)}, rerun)``; ``rerun(*args)`` calls the compiled functions again. With one
+  failing item among ``n`` the cost is about twice one compilation of everything, not ``n`` compilations.
+  """
+  outs, compiled = {}, []
+
+  def attempt(sub):
+    jitted = jit(lambda *a: {k: fn(*a) for k, fn in sub.items()})
+    try:
+      out = jax.block_until_ready(jitted(*args))
+    except Exception as e:  # noqa: BLE001
+      if len(sub) == 1:
+        outs[next(iter(sub))] = (None, e)
+        return
+      ks = list(sub)
+      attempt({k: sub[k] for k in ks[: len(ks) // 2]})
+      attempt({k: sub[k] for k in ks[len(ks) // 2:]})
+      return
+    outs.update({k: (v, None) for k, v in out.items()})
+    compiled.append(jitted)
+
+  if items:
+    attempt(dict(items))
+
+  def rerun(*a):
+    res = {}
+    for jitted in compiled:
+      res.update(jitted(*a))
+    return res
+  return outs, rerun
+
+
+def _value(outs, k, what):
+  if k not in outs:
+    raise AssertionError(f"{what} was not computed")
+  value, err = outs[k]
+  if err is not None:
+    raise AssertionError(f"{what} raised {type(err).__name__}: {_short(err, 600)}")
+  return value
+
+
+def _probe_part(est, name, part):
+  """One transformation of ``est``, a function of (keys [2], legacy key, {name: params}, {name: other params})."""
+  if part == "base":
+    return lambda ks, kl, ps, ps2: est(ks[0], ps[name])
+  if part == "legacy_key":
+    return lambda ks, kl, ps, ps2: est(kl, ps[name])
+  if part == "vmap_keys":
+    return lambda ks, kl, ps, ps2: jax.vmap(est, in_axes=(0, None))(ks, ps[name])
+  if part == "vmap_params":
+    return lambda ks, kl, ps, ps2: jax.vmap(est, in_axes=(None, 0))(ks[0], _stack(ps[name], ps2[name]))
+  return lambda ks, kl, ps, ps2: jax.grad(lambda q: _sq_norm(est(ks[0], q)[0]))(ps[name])
+
+
+def check_estimators(cases: Mapping[str, Mapping[str, Any]], *, key: jax.Array | None = None,
+                     compiler_options: Mapping[str, Any] | None = None, rtol: float = 1e-4,
+                     atol: float = 1e-6, variant_rtol: float = 1e-5, fd_step: float = 1e-3,
+                     fd_rtol: float = 2e-2, raise_on_failure: bool = True) -> dict[str, ConformanceReport]:
+  """:func:`check_estimator` for several estimators at once, compiled together (much faster than one by one).
+
+  Args:
+    cases: ``{name: options}``; ``options`` are :func:`check_estimator`'s per-estimator arguments
+      (``estimator``, ``params``, ``dtypes``, ``nan_estimator``, ``skip``, ...).
+    key, compiler_options, rtol, atol, variant_rtol, fd_step, fd_rtol: as in :func:`check_estimator`.
+    raise_on_failure: raise ``AssertionError`` listing every failed property of every case.
+
+  Returns:
+    ``{name: ConformanceReport}``.
+  """
+  for name, c in cases.items():
+    unknown = set(c) - set(_PER_CASE)
+    if unknown:
+      raise TypeError(f"case {name!r}: unknown options {sorted(unknown)}; known: {_PER_CASE}")
+    if "estimator" not in c or "params" not in c:
+      raise TypeError(f"case {name!r} needs `estimator` and `params`")
+    if c.get("nan_policy") is not None and c["nan_policy"] not in NAN_POLICIES:
+      raise ValueError(f"`nan_policy` must be None or one of {NAN_POLICIES}, got {c['nan_policy']!r}.")
+  key = jax.random.key(0) if key is None else key
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)
+  keys = jax.random.split(key, 2)
+  swapped = jnp.stack([keys[1], keys[0]])
+  jit = functools.partial(jax.jit, compiler_options=compiler_options)
+  opt = {n: dict(c) for n, c in cases.items()}
+  for c in opt.values():
+    c["params"] = _strong(c["params"])
+    c["other_params"] = (_default_perturb(c["params"]) if c.get("other_params") is None
+                         else _strong(c["other_params"]))
+    c.setdefault("skip", ())
+  ps = {n: c["params"] for n, c in opt.items()}
+  ps2 = {n: c["other_params"] for n, c in opt.items()}
+
+  # 1. Every transformation of every estimator: one program.
+  counters = {n: TraceCounter(c["estimator"]) for n, c in opt.items()}
+  items = {}
+  for n, c in opt.items():
+    for part in _PARTS:
+      prop = next((p for p, q in _PART_OF.items() if q == part), None)
+      if prop is None or not _skipped(prop, c["skip"]):
+        items[(n, part)] = _probe_part(counters[n], n, part)
+  probe, rerun_fn = _fused(items, (keys, _legacy(keys[0]), ps, ps2), jit)
+  traces = {n: t.count for n, t in counters.items()}
+  reruns: dict[str, Any] = {}
+
+  def rerun(which):
+    if which not in reruns:
+      args = {"keys": (swapped, ps, ps2), "params": (keys, ps2, ps), "same": (keys, ps, ps2)}[which]
+      try:
+        reruns[which] = (jax.block_until_ready(rerun_fn(args[0], _legacy(args[0][0]), *args[1:])), None)
+      except Exception as e:  # noqa: BLE001
+        reruns[which] = (None, e)
+    return _value(reruns, which, "rerunning with other values")
+
+  # 2. Extra dtypes: one program per dtype.
+  dtype_outs = {}
+  for dt in sorted({jnp.dtype(d).name for c in opt.values() for d in c.get("dtypes", ())}):
+    dtype = jnp.dtype(dt)
+    names = [n for n, c in opt.items() if dt in {jnp.dtype(d).name for d in c.get("dtypes", ())}
+             and not _skipped(f"dtype[{dt}]", c["skip"])]
+    ctx = jax.enable_x64(True) if dtype.itemsize == 8 else contextlib.nullcontext()
+    with ctx:
+      pd, est_d = {}, {}
+      for n in names:
+        c = opt[n]
+        try:
+          pd[n] = c["make_params"](dtype) if c.get("make_params") is not None else cast_floating(c["params"], dtype)
+          est_d[n] = c["rebuild"]() if (c.get("rebuild") is not None and dtype.itemsize == 8) else c["estimator"]
+        except Exception as e:  # noqa: BLE001
+          dtype_outs[(n, dt)] = (None, e)
+      its = {(n, dt): (lambda k, p, n=n, e=est_d[n]: e(k, p[n])) for n in est_d}
+      outs, _ = _fused(its, (keys[0], pd), jit)
+    dtype_outs.update(outs)
+    for n in est_d:
+      dtype_outs[(n, dt, "params")] = (pd[n], None)
+
+  # 3. Trees with None / scalar / zero-size leaves.
+  def both(est, k, p):
+    return est(k, p)[0], jax.grad(lambda q: _sq_norm(est(k, q)[0]))(p)
+  tree_params = {(n, s): sp for n, c in opt.items() for s, (_, sp) in (c.get("structures") or {}).items()}
+  tree_items = {(n, s): (lambda k, tp, n=n, s=s, e=e: both(e, k, tp[(n, s)]))
+                for n, c in opt.items() for s, (e, _) in (c.get("structures") or {}).items()
+                if not _skipped(f"tree[{s}]", c["skip"])}
+  tree_outs, _ = _fused(tree_items, (keys[0], tree_params), jit)
+
+  # 4. Variants (other chunkings): the same key must give the same estimate.
+  var_items = {(n, v): (lambda k, p, n=n, e=e: e(k, p[n])[0])
+               for n, c in opt.items() for v, e in (c.get("variants") or {}).items()
+               if not _skipped(f"variant[{v}]", c["skip"])}
+  var_outs, _ = _fused(var_items, (keys[0], ps), jit)
+
+  # 5. Derivatives with respect to hyperparameters, against central finite differences.
+  hyper_vals, hyper_items = {}, {}
+  for n, c in opt.items():
+    for h, (build, value) in (c.get("hyperparameters") or {}).items():
+      if _skipped(f"hyperparameter[{h}]", c["skip"]):
+        continue
+      delta = fd_step * (abs(float(value)) or 1.0)
+      hyper_vals[(n, h)] = jnp.asarray(value, jnp.float32)
+
+      def hyper(hv, p, n=n, h=h, build=build, delta=delta):
+        def sq(x):
+          return _sq_norm(build(x)(keys[0], p[n])[0])
+        x = hv[(n, h)]
+        return jax.value_and_grad(sq)(x), jax.vmap(sq)(jnp.stack([x + delta, x - delta])), delta
+      hyper_items[(n, h)] = hyper
+  hyper_outs, _ = _fused(hyper_items, (hyper_vals, ps), jit)
+
+  # 6. NaN policy, on 8 keys folded from `key` so that some draws hit the NaN region.
+  nan_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(8))
+  nan_items = {n: (lambda ks, p, n=n, e=c["nan_estimator"]: jax.vmap(e, in_axes=(0, None))(ks, p[n]))
+               for n, c in opt.items()
+               if c.get("nan_estimator") is not None and c.get("nan_policy") not in (None, "raise")
+               and not _skipped("nan_policy", c["skip"])}
+  nan_outs, _ = _fused(nan_items, (nan_keys, ps), jit)
+
+  reports = {}
+  for n, c in opt.items():
+    reports[n] = _case_report(n, c, probe, rerun, counters[n], traces[n], dtype_outs, tree_outs, var_outs,
+                              hyper_outs, nan_outs, nan_keys, keys, rtol, atol, variant_rtol, fd_rtol)
+  if raise_on_failure:
+    bad = {n: r for n, r in reports.items() if not r.ok}
+    if bad:
+      raise AssertionError("\n".join(
+          f"{n}: {len(r.failed)} failed: " + "; ".join(f"{x.name}: {x.message}" for x in r.failed)
+          for n, r in bad.items()))
+  return reports
+
+
+def _case_report(n, c, probe, rerun, counter, traces, dtype_outs, tree_outs, var_outs, hyper_outs, nan_outs,
+                 nan_keys, keys, rtol, atol, variant_rtol, fd_rtol):
+  results: list[PropertyResult] = []
+  skip, params = c["skip"], c["params"]
+
+  def get(part):
+    return _value(probe, (n, part), part.replace("_", " "))
+
+  def from_rerun(which):
+    out = rerun(which)
+    if (n, "base") not in out:
+      get("base")
+    return out[(n, "base")]
+
+  def structure():
+    assert_same_structure_and_dtypes(get("base")[0], params)
+
+  def aux_contract():
+    aux = get("base")[1]
+    if not (isinstance(aux, tuple) and hasattr(aux, "_fields")):
+      raise AssertionError(f"aux must be a NamedTuple with fixed fields, got {type(aux).__name__}")
+    if c.get("require_num_evaluations", True) and "num_evaluations" not in aux._fields:
+      raise AssertionError(f"aux {type(aux).__name__} has no `num_evaluations` field (fields: {aux._fields})")
+
+  def finite():
+    bad = _first_nonfinite(get("base")[0])
+    if bad:
+      raise AssertionError(f"grads{bad}")
+
+  def keys_identical():
+    assert_trees_equal(get("legacy_key"), get("base"), "result(PRNGKey)", "result(key)")
+
+  def traced_once():
+    get("base")
+    rerun("keys")
+    rerun("params")
+    if counter.count != traces:
+      raise AssertionError(f"retraced on new key/params values (same shapes): the estimator's Python body ran "
+                           f"{counter.count - traces} more times after the first call")
+
+  def deterministic():
+    again = rerun("same")
+    for part in _PARTS:
+      if (n, part) in again:
+        assert_trees_equal(again[(n, part)], get(part), f"{part}, second call", f"{part}, first call")
+
+  def eager_close():
+    assert_trees_close(c["estimator"](keys[0], params), get("base"), rtol=rtol, atol=atol, name_a="eager",
+                       name_b="jit")
+
+  def vmap_keys():
+    batched = get("vmap_keys")
+    assert_trees_close(_row(batched, 0), get("base"), rtol=rtol, atol=atol,
+                       name_a="vmap(keys)[0]", name_b="result(keys[0])")
+    assert_trees_close(_row(batched, 1), from_rerun("keys"), rtol=rtol, atol=atol,
+                       name_a="vmap(keys)[1]", name_b="result(keys[1])")
+
+  def vmap_params():
+    batched = get("vmap_params")
+    assert_trees_close(_row(batched, 0), get("base"), rtol=rtol, atol=atol,
+                       name_a="vmap(params)[0]", name_b="result(params)")
+    assert_trees_close(_row(batched, 1), from_rerun("params"), rtol=rtol, atol=atol,
+                       name_a="vmap(params)[1]", name_b="result(other_params)")
+
+  def grad():
+    g = get("grad")
+    assert_same_structure_and_dtypes(g, params, "grad of |grads|^2", "params")
+    bad = _first_nonfinite(g)
+    if bad:
+      raise AssertionError(f"grad of |grads|^2 w.r.t. params: {bad}")
+
+  _record(results, "structure", skip, structure)
+  _record(results, "aux", skip, aux_contract)
+  _record(results, "finite", skip, finite)
+  _record(results, "keys", skip, keys_identical)
+  _record(results, "jit", skip, traced_once)
+  _record(results, "deterministic", skip, deterministic)
+  if c.get("eager", False):
+    _record(results, "eager", skip, eager_close)
+  _record(results, "vmap_keys", skip, vmap_keys)
+  _record(results, "vmap_params", skip, vmap_params)
+  _record(results, "grad", skip, grad)
+
+  for d in c.get("dtypes", ()):
+    dt = jnp.dtype(d).name
+
+    def dtype_check(dt=dt):
+      p = _value(dtype_outs, (n, dt, "params"), f"building {dt} params")
+      for path, leaf in _float_leaves_with_path(p):
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) and jnp.dtype(jnp.result_type(leaf)).name != dt:
+          raise AssertionError(f"make_params({dt}) returned params{path} of dtype {jnp.result_type(leaf)}")
+      grads, _ = _value(dtype_outs, (n, dt), f"with {dt} params, the estimator")
+      assert_same_structure_and_dtypes(grads, p)
+      bad = _first_nonfinite(grads)
+      if bad:
+        raise AssertionError(f"grads{bad} with {dt} params")
+    _record(results, f"dtype[{dt}]", skip, dtype_check)
+
+  for s, (_, sp) in (c.get("structures") or {}).items():
+    def tree_check(s=s, sp=sp):
+      g, gg = _value(tree_outs, (n, s), "the estimator")
+      assert_same_structure_and_dtypes(g, sp)
+      bad = _first_nonfinite(g)
+      if bad:
+        raise AssertionError(f"grads{bad}")
+      assert_same_structure_and_dtypes(gg, sp, "grad of |grads|^2", "params")
+      bad = _first_nonfinite(gg)
+      if bad:
+        raise AssertionError(f"grad of |grads|^2 w.r.t. params: {bad}")
+    _record(results, f"tree[{s}]", skip, tree_check)
+
+  for v in c.get("variants") or {}:
+    def variant(v=v):
+      res = _value(var_outs, (n, v), f"variant {v!r}")
+      assert_trees_close(res, get("base")[0], rtol=variant_rtol, atol=atol, name_a=f"grads({v})", name_b="grads")
+    _record(results, f"variant[{v}]", skip, variant)
+
+  for h in c.get("hyperparameters") or {}:
+    def hyper(h=h):
+      (val, ad), (up, down), delta = _value(hyper_outs, (n, h), f"differentiating with respect to {h!r}")
+      val, ad, up, down, delta = (float(x) for x in (val, ad, up, down, delta))
+      if not np.isfinite(ad):
+        raise AssertionError(f"d|grads|^2/d{h} = {ad} is not finite (|grads|^2 = {val:.6g})")
+      fd = (up - down) / (2 * delta)
+      noise = 1e-5 * (abs(val) + abs(up) + abs(down)) / delta  # float32 rounding of the three values
+      if not abs(ad - fd) <= fd_rtol * max(abs(ad), abs(fd)) + noise:
+        raise AssertionError(f"jax.grad of |grads|^2 w.r.t. it is {ad:.6g}, central finite difference (step "
+                             f"{delta:g}) is {fd:.6g} (|grads|^2 = {val:.6g})")
+    _record(results, f"hyperparameter[{h}]", skip, hyper)
+
+  if c.get("nan_policy") is not None or c.get("nan_estimator") is not None:
+    def nan_check():
+      if c.get("nan_estimator") is None or c.get("nan_policy") is None:
+        return "give both `nan_estimator` and `nan_policy`"
+      if c["nan_policy"] == "raise":
+        try:
+          jax.block_until_ready(jax.vmap(c["nan_estimator"], in_axes=(0, None))(nan_keys, params))
+        except Exception:  # noqa: BLE001
+          return None
+        raise AssertionError(f"policy 'raise': a NaN in f did not raise (on {len(nan_keys)} keys)")
+      out = _value(nan_outs, n, "the estimator with a NaN in f")
+      return _check_nan(out, len(nan_keys), c["nan_policy"], c.get("nan_count", "num_nonfinite"),
+                        c.get("expected_nan_count"))
+    _record(results, "nan_policy", skip, nan_check)
+
+  if c.get("bad_keys", True):
+    for label, bad in (("int", 0), ("float", jnp.array([0.0, 1.0], jnp.float32)),
+                       ("uint32[3]", jnp.zeros((3,), jnp.uint32))):
+      _record(results, f"bad_key[{label}]", skip, functools.partial(
+          assert_raises_naming, functools.partial(jax.eval_shape, c["estimator"], bad, params), "key"))
+  if c.get("bad_params", True):
+    int_params = jax.tree_util.tree_map(lambda x: jnp.asarray(x).astype(jnp.int32), params)
+    _record(results, "bad_params", skip, functools.partial(
+        assert_raises_naming, functools.partial(jax.eval_shape, c["estimator"], keys[0], int_params), "params"))
+  for call, arg in c.get("bad_arguments", ()):
+    _record(results, f"bad_argument[{arg}]", skip, functools.partial(assert_raises_naming, call, arg))
+  return ConformanceReport(tuple(results))
+
+
+def _check_nan(out, num_keys, policy, nan_count, expected):
+  grads, aux = out
+  values = getattr(aux, "values", None)
+  if values is not None:
+    v = _np(values).reshape(num_keys, -1)
+    hit = np.isnan(v).any(axis=1)
+    if not hit.any():
+      raise AssertionError(f"aux.values shows no NaN on {num_keys} keys: either the estimator replaced the NaN "
+                           "values of f silently, or f never returned NaN there (then make its NaN region "
+                           "larger)")
+  else:
+    hit = np.ones(num_keys, bool)
+  rows = [_row(grads, i) for i in range(num_keys)]
+  if policy == "propagate":
+    for i in np.flatnonzero(hit):
+      if not _has_nan(rows[i]):
+        sample = ", ".join(f"{p}={_np(x).ravel()[:4]}" for p, x in _float_leaves_with_path(rows[i])[:3])
+        nv = "" if values is None else f" ({int(np.isnan(v[i]).sum())} of {v.shape[1]} values NaN)"
+        raise AssertionError(f"policy 'propagate': a NaN in f gave a gradient without NaN{nv}: {sample}")
+    return None
+  for i in range(num_keys):
+    bad = _first_nonfinite(rows[i])
+    if bad:
+      raise AssertionError(f"policy 'rank_last': grads{bad}")
+  if callable(nan_count):
+    counts = np.asarray(jax.vmap(nan_count)(aux))
+  else:
+    if not hasattr(aux, nan_count):
+      raise AssertionError(f"policy 'rank_last': aux {type(aux).__name__} has no field `{nan_count}` "
+                           f"counting the non-finite values")
+    counts = np.asarray(getattr(aux, nan_count))
+  counts = np.broadcast_to(counts, (num_keys,)).astype(np.int64)
+  label = getattr(nan_count, "__name__", nan_count)
+  if values is not None:
+    want = (~np.isfinite(v)).sum(axis=1)
+    if not np.array_equal(counts, want):
+      raise AssertionError(f"policy 'rank_last': aux.{label} is {counts.tolist()}, the non-finite aux.values "
+                           f"per key are {want.tolist()}")
+  elif expected is not None and not np.all(counts == expected):
+    raise AssertionError(f"policy 'rank_last': aux counts {counts.tolist()} non-finite values, "
+                         f"expected {expected}")
+  elif not np.all(counts >= 1):
+    raise AssertionError(f"policy 'rank_last': aux counts {counts.tolist()} non-finite values")
+  return None
+
+
+def check_estimator(
+    estimator: Callable[..., tuple[Any, Any]],
+    params: Any,
+    *,
+    key: jax.Array | None = None,
+    dtypes: Sequence[Any] = (),
+    make_params: Callable[[Any], Any] | None = None,
+    rebuild: Callable[[], Callable[..., tuple[Any, Any]]] | None = None,
+    other_params: Any = None,
+    structures: Mapping[str, tuple[Callable[..., tuple[Any, Any]], Any]] | None = None,
+    variants: Mapping[str, Callable[..., tuple[Any, Any]]] | None = None,
+    hyperparameters: Mapping[str, tuple[Callable[[Any], Callable[..., tuple[Any, Any]]], float]] | None = None,
+    nan_estimator: Callable[..., tuple[Any, Any]] | None = None,
+    nan_policy: str | None = None,
+    nan_count: str | Callable[[Any], Any] = "num_nonfinite",
+    expected_nan_count: int | None = None,
+    bad_arguments: Sequence[tuple[Callable[[], Any], str]] = (),
+    bad_keys: bool = True,
+    bad_params: bool = True,
+    eager: bool = False,
+    require_num_evaluations: bool = True,
+    skip: Sequence[str] = (),
+    compiler_options: Mapping[str, Any] | None = None,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+    variant_rtol: float = 1e-5,
+    fd_step: float = 1e-3,
+    fd_rtol: float = 2e-2,
+    raise_on_failure: bool = True,
+) -> ConformanceReport:
+  r"""Checks that ``estimator`` meets the estimator contract; one pass/fail/skip result per property.
+
+  An estimator is a function ``(key, params) -> (grads, aux)``. The properties (names as in the report):
+
+  * ``structure``: ``grads`` has ``params``' tree structure (``None`` leaves included), shapes and dtypes.
+  * ``aux``: ``aux`` is a ``NamedTuple`` with a ``num_evaluations`` field (``require_num_evaluations``).
+  * ``finite``: every entry of ``grads`` is finite.
+  * ``keys``: a typed key (``jax.random.key``) and the legacy ``uint32[2]`` key with the same data
+    (``jax.random.PRNGKey``) give bit-identical results.
+  * ``jit``: under ``jax.jit`` the estimator is traced once: a second call with other key and ``params``
+    *values* (same shapes) does not retrace.
+  * ``deterministic``: the same key and params give bit-identical results on a repeated call.
+  * ``eager``: the un-jitted call agrees with the jitted one (to ``rtol``/``atol``; XLA may fuse differently).
+  * ``vmap_keys`` / ``vmap_params``: ``jax.vmap`` over a batch of two keys (of two params) gives, row by
+    row, the results of the separate calls (to ``rtol``/``atol``).
+  * ``grad``: ``jax.grad`` of :math:`\|\hat g(\text{key}, \theta)\|^2` with respect to ``params`` works,
+    is finite and has ``params``' structure.
+  * ``dtype[<name>]``: for each dtype in ``dtypes``, ``params`` cast to it (``make_params(dtype)``, default:
+    every floating leaf cast) give ``grads`` of that dtype, finite. ``float64`` runs inside
+    ``jax.enable_x64(True)``, with the estimator rebuilt there by ``rebuild()`` when given.
+  * ``tree[<name>]``: for each ``structures[name] = (estimator, params)`` (trees with ``None`` leaves,
+    scalars, zero-size leaves: see :func:`edge_case_params`), ``structure``, ``finite`` and ``grad`` hold.
+  * ``variant[<name>]``: each ``variants[name]`` (the same estimator built with another chunking, say
+    ``batch_size=2``) gives the same result for the same key, to ``variant_rtol`` (float reassociation).
+  * ``hyperparameter[<name>]``: for ``hyperparameters[name] = (build, value)``, where ``build(h)`` returns
+    the estimator with that hyperparameter set to ``h`` (a traced scalar), ``jax.grad`` of
+    :math:`h \mapsto \|\hat g_h(\text{key}, \theta)\|^2` is finite and matches the central finite difference
+    with step ``fd_step * |value|`` (``fd_step`` if ``value`` is 0) to ``fd_rtol`` (relative) — so a ``stop_gradient`` that blocks
+    it is caught.
+  * ``nan_policy``: ``nan_estimator`` (the estimator built with an ``f`` that returns NaN for some samples)
+    follows ``nan_policy``: ``"propagate"`` (a NaN reaches ``grads``), ``"rank_last"`` (``grads`` finite and
+    ``nan_count(aux)`` — an aux field name or a callable — is positive, or equals ``expected_nan_count``) or
+    ``"raise"`` (calling it raises an error).
+  * ``bad_key[...]``, ``bad_params``, ``bad_argument[<name>]``: a Python int key, a float key and a
+    ``uint32[3]`` key (``bad_keys``), and params with integer leaves (``bad_params``) raise ``TypeError`` or
+    ``ValueError`` naming ```key``` / ```params```; each ``(call, name)`` in ``bad_arguments`` (e.g.
+    ``(lambda: my_factory(num_samples=0), "num_samples")``) raises one naming ``name``. "Naming" means the
+    name appears in backticks or quotes in the message.
+
+  The transformations of the main estimator (``keys`` to ``grad``) are compiled as one function, so the
+  check costs about one compilation, plus one per dtype, structure, variant, hyperparameter and NaN case.
+
+  Args:
+    estimator: ``(key, params) -> (grads, aux)``.
+    params: a pytree of floating arrays at which to check.
+    key: the key to use (default ``jax.random.key(0)``).
+    dtypes: extra dtypes to check, e.g. ``(jnp.bfloat16, jnp.float64)``.
+    make_params: ``dtype -> params`` for ``dtypes`` (default: cast ``params``' floating leaves).
+    rebuild: ``() -> estimator``, called inside the ``float64`` context (for estimators that close over
+      arrays whose dtype is fixed when they are built).
+    other_params: a second ``params`` for ``vmap_params`` and ``jit`` (default: ``0.9 * params + 0.05``).
+    structures, variants, hyperparameters, nan_estimator, nan_policy, nan_count, expected_nan_count,
+      bad_arguments, bad_keys, bad_params, eager, require_num_evaluations: see the properties above.
+    rtol, atol: tolerance for ``eager``, ``vmap_keys`` and ``vmap_params`` (relative to each leaf's
+      largest entry, see :func:`assert_trees_close`).
+    variant_rtol: tolerance for ``variant[...]``.
+    fd_step, fd_rtol: finite differences for ``hyperparameter[...]``.
+    skip: property names (or a prefix before ``[``, e.g. ``"dtype"``) not to run.
+    raise_on_failure: raise ``AssertionError`` listing every failed property (default) instead of only
+      returning the report.
+
+  Returns:
+    A :class:`ConformanceReport` (``report.failed``, ``report["vmap_keys"].status``, ``print(report)``).
+
+  Raises:
+    AssertionError: with one line per failed property, when ``raise_on_failure``.
+    ValueError: for an unknown ``nan_policy``.
+
+  Example::
+
+    import jax, jax.numpy as jnp, distrax, pgjax
+
+    def dist_fn(p):
+      return distrax.MultivariateNormalDiag(p["mean"], jnp.exp(p["log_std"]))
+
+    def f(x):
+      return -jnp.sum(x ** 2)
+
+    params = {"mean": jnp.ones(3), "log_std": jnp.zeros(3)}
+    est = pgjax.score_function(f, dist_fn, num_samples=8, baseline="leave_one_out")
+    nan_est = pgjax.score_function(lambda x: jnp.where(x[0] > 1.0, jnp.nan, f(x)), dist_fn,
+                                   num_samples=8, baseline="leave_one_out")
+    report = pgjax.testing.check_estimator(
+        est, params, dtypes=(jnp.bfloat16, jnp.float64),
+        nan_estimator=nan_est, nan_policy="propagate",
+        bad_arguments=[(lambda: pgjax.score_function(f, dist_fn, num_samples=0), "num_samples")])
+    print(report)
+  """
+  if nan_policy is not None and nan_policy not in NAN_POLICIES:
+    raise ValueError(f"`nan_policy` must be None or one of {NAN_POLICIES}, got {nan_policy!r}.")
+  case = dict(estimator=estimator, params=params, dtypes=dtypes, make_params=make_params, rebuild=rebuild,
+              other_params=other_params, structures=structures, variants=variants,
+              hyperparameters=hyperparameters, nan_estimator=nan_estimator, nan_policy=nan_policy,
+              nan_count=nan_count, expected_nan_count=expected_nan_count, bad_arguments=bad_arguments,
+              bad_keys=bad_keys, bad_params=bad_params, eager=eager,
+              require_num_evaluations=require_num_evaluations, skip=tuple(skip))
+  report = check_estimators({"estimator": case}, key=key, compiler_options=compiler_options, rtol=rtol,
+                            atol=atol, variant_rtol=variant_rtol, fd_step=fd_step, fd_rtol=fd_rtol,
+                            raise_on_failure=False)["estimator"]
+  if raise_on_failure:
+    report.raise_if_failed()
+  return report
