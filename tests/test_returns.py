@@ -334,6 +334,11 @@ def test_multistep_batch_dims_vmap_single_trace_and_bad_input():
     np.testing.assert_allclose(swept[1][i][:, 1], returns.vtrace(
         rewards[:, 1], values[:, 1], dones[:, 1], rhos[:, 1], discount=discount[:, 1],
         lambda_=lam).targets, rtol=1e-6)
+  # a per-step [T] discount is aligned with the time axis of [T, B] rewards (not broadcast over B)
+  gam = jnp.array([0.9, 0.5, 0.7, 0.3])
+  np.testing.assert_allclose(
+      returns.lambda_returns(rewards, values, dones, discount=gam, lambda_=0.6),
+      returns.lambda_returns(rewards, values, dones, discount=jnp.stack([gam, gam], axis=1), lambda_=0.6))
   with pytest.raises(ValueError, match="rhos"):
     returns.vtrace(rewards, values, dones, -rhos, discount=0.9)
   with pytest.raises(ValueError, match="rhos"):
