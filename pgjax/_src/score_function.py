@@ -58,8 +58,14 @@ class PathwiseAux(NamedTuple):
 
 
 class ExactAux(NamedTuple):
-  """Auxiliary output of :func:`exact_gradient`: the exact value :math:`J(\\theta)`."""
+  """Auxiliary output of :func:`exact_gradient`.
+
+  Attributes:
+    value: the exact value :math:`J(\\theta)`.
+    num_evaluations: calls to ``f`` (the number of support points; 0 with ``expectation=``).
+  """
   value: jax.Array
+  num_evaluations: int = 0
 
 
 def joint_log_prob(dist: Any, x: Any) -> jax.Array:
@@ -76,6 +82,21 @@ def joint_log_prob(dist: Any, x: Any) -> jax.Array:
 def _distribution(dist_fn: Callable[[Any], Any], params: Any) -> Any:
   """``dist_fn(params)``, or ``TypeError`` naming ``dist_fn`` if it is not a distribution (duck-typed)."""
   return validation.check_distribution(dist_fn(params), "dist_fn")
+
+
+def _check_params(params: Any) -> Any:
+  """``TypeError`` naming ``params`` unless every leaf is a real floating array (checked at trace time)."""
+  return validation.check_float_tree(params, "params")
+
+
+def _propagate_nonfinite(grads: Any, values: jax.Array) -> Any:
+  """NaN policy: every gradient leaf is NaN when some ``f(x_i)`` is not finite (adds ``0 * sum(values)``).
+
+  Needed where a leaf's estimate could otherwise stay finite: a pathwise derivative through a ``where``
+  whose NaN branch has a finite derivative, or a parameter the log-probability does not depend on.
+  """
+  poison = 0 * jnp.sum(jax.lax.stop_gradient(values))
+  return jax.tree_util.tree_map(lambda g: g + poison.astype(g.dtype), grads)
 
 
 def _sample(dist: Any, key: jax.Array, num_samples: int) -> Any:
@@ -131,8 +152,8 @@ def score_function(f: Callable[..., jax.Array], dist_fn: Callable[[Any], Any], *
   exactly; ``"optimal"`` and ``"optimal_per_coordinate"`` as :math:`f s^2/s^2`, up to rounding), so the
   estimate is zero up to rounding error; the leave-one-out ones need N >= 2 and raise.
 
-  NaN policy: a non-finite :math:`f(x_i)` propagates into the estimate (NaN gradient leaves) with every
-  baseline; nothing is ranked, dropped or zeroed. Pass ``check_finite=True`` to raise instead.
+  NaN policy: a non-finite :math:`f(x_i)` makes every gradient leaf NaN, with every baseline; nothing is
+  ranked, dropped or zeroed. Pass ``check_finite=True`` to raise instead.
 
   Differentiating the estimate: the samples are drawn without a gradient path, and nothing else is held
   constant, so ``jax.grad`` of a function of the estimate with respect to ``baseline_value``, a
@@ -175,6 +196,7 @@ def score_function(f: Callable[..., jax.Array], dist_fn: Callable[[Any], Any], *
 
   def estimator(key, params, *, baseline_value=0.0):
     key = validation.as_key(key)
+    _check_params(params)
     k_sample, k_f = jax.random.split(key)
     dist = _distribution(dist_fn, params)
     samples = jax.lax.stop_gradient(_sample(dist, k_sample, num_samples))
@@ -203,7 +225,7 @@ def score_function(f: Callable[..., jax.Array], dist_fn: Callable[[Any], Any], *
       log_probs, vjp_fn = jax.vjp(log_prob_batch, params)
       (grads,) = vjp_fn((w / num_samples).astype(log_probs.dtype))
     b = values[:, None] - w if w.ndim == 2 else values - w
-    return grads, ScoreFunctionAux(samples, values, b, log_probs, num_samples)
+    return _propagate_nonfinite(grads, values), ScoreFunctionAux(samples, values, b, log_probs, num_samples)
 
   return estimator
 
@@ -217,6 +239,9 @@ def pathwise(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any], *,
   differentiated through it. It is the low-variance reference for *differentiable* ``f``. For an ``f`` that is
   piecewise constant (a step, an argmax) its gradient is zero almost surely, so it is biased (visibly wrong),
   and for discrete distributions there is no gradient path at all: use :func:`score_function` there.
+
+  NaN policy: as for :func:`score_function`, a non-finite :math:`f(x_i)` makes every gradient leaf NaN
+  (even where ``f``'s NaN comes from a ``jnp.where`` branch whose derivative is finite).
 
   Args:
     f: differentiable objective of one sample, ``f(x) -> scalar``.
@@ -235,6 +260,7 @@ def pathwise(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any], *,
 
   def estimator(key, params):
     key = validation.as_key(key)
+    _check_params(params)
 
     def objective(p):
       x = _sample(_distribution(dist_fn, p), key, num_samples)
@@ -244,7 +270,7 @@ def pathwise(f: Callable[[Any], jax.Array], dist_fn: Callable[[Any], Any], *,
       return jnp.mean(v), (jax.lax.stop_gradient(x), jax.lax.stop_gradient(v))
 
     grads, (samples, values) = jax.grad(objective, has_aux=True)(params)
-    return grads, PathwiseAux(samples, values, num_samples)
+    return _propagate_nonfinite(grads, values), PathwiseAux(samples, values, num_samples)
 
   return estimator
 
@@ -298,7 +324,8 @@ def exact_gradient(f: Callable[[Any], jax.Array] | None = None, dist_fn: Callabl
     if f is not None or dist_fn is not None or support is not None:
       raise ValueError("pass either `expectation` or (`f`, `dist_fn`, `support`), not both.")
     validation.check_callable(expectation, "expectation")
-    value_fn = expectation
+    def value_fn(params):
+      return expectation(params)
   else:
     if f is None or dist_fn is None:
       raise ValueError("`exact_gradient` needs `f` and `dist_fn` (enumeration) or `expectation=`.")
@@ -312,11 +339,15 @@ def exact_gradient(f: Callable[[Any], jax.Array] | None = None, dist_fn: Callabl
       if vals.shape != xs.shape[:1]:
         raise ValueError(f"`f` must return a scalar for each outcome; got shape {vals.shape[1:]}.")
       probs = jnp.exp(joint_log_prob(dist, xs))
-      return jnp.sum(probs * jax.lax.stop_gradient(vals.astype(probs.dtype)))
+      return jnp.sum(probs * jax.lax.stop_gradient(vals.astype(probs.dtype))), xs.shape[0]
 
   def oracle(key, params):
     del key
-    value, grads = jax.value_and_grad(value_fn)(params)
-    return grads, ExactAux(value)
+    _check_params(params)
+    if expectation is not None:
+      value, grads = jax.value_and_grad(value_fn)(params)
+      return grads, ExactAux(value, 0)
+    (value, count), grads = jax.value_and_grad(value_fn, has_aux=True)(params)
+    return grads, ExactAux(value, count)
 
   return oracle
