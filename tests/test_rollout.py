@@ -38,6 +38,12 @@ def test_time_major_shapes_dones_and_auto_reset():
   lp = jax.vmap(lambda o, a: gaussian_policy(THETA, o).log_prob(a).sum())(traj.obs, traj.actions)
   np.testing.assert_allclose(traj.log_probs, lp, rtol=1e-5)
   np.testing.assert_allclose(traj.final.obs, traj.obs[6] + traj.actions[6], rtol=1e-6)
+  # next_obs: s_{t+1} before the automatic reset (s + a, also at the truncated steps 2 and 5), which
+  # is obs[t + 1] wherever no episode ended.
+  np.testing.assert_allclose(traj.next_obs, traj.obs + traj.actions, rtol=1e-6)
+  nxt, obs = np.asarray(traj.next_obs), np.asarray(traj.obs)
+  np.testing.assert_allclose(nxt[[0, 1, 3, 4]], obs[[1, 2, 4, 5]], rtol=1e-6)
+  assert not np.allclose(nxt[[2, 5]], obs[[3, 6]])
 
 
 def test_log_probs_carry_no_gradient():
@@ -50,7 +56,7 @@ def test_log_probs_carry_no_gradient():
 
 def test_num_envs_and_continuation():
   traj = pgjax.rollout(jax.random.key(1), gaussian_policy, THETA, ENV, PARAMS, num_steps=5, num_envs=4)
-  assert traj.obs.shape == (5, 4, 1) and traj.rewards.shape == (5, 4)
+  assert traj.obs.shape == (5, 4, 1) and traj.rewards.shape == (5, 4) and traj.next_obs.shape == (5, 4, 1)
   assert traj.final.obs.shape == (4, 1)
   # Env i's stream equals a single rollout with key split(key, 4)[i].
   single = pgjax.rollout(jax.random.split(jax.random.key(1), 4)[2], gaussian_policy, THETA, ENV,

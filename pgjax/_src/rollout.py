@@ -44,6 +44,12 @@ class Trajectory(NamedTuple):
       gradients stopped (the rollout is data, not a differentiable function of the parameters).
     final: :class:`RolloutState` after the last step (no time axis): the observation to bootstrap
       from and the state to continue from.
+    next_obs: ``[T, ...]`` observation :math:`s_{t+1}` reached by step ``t`` *before* any automatic
+      reset (the environment's ``info["final_observation"]``; gymnax >= 1.0 and :mod:`pgjax.envs`
+      provide it, otherwise the returned observation). Where no episode ended it equals ``obs[t + 1]``
+      (``final.obs`` at the last step); at a time-limit truncation it is the state to bootstrap from:
+      add ``discount * V(next_obs[t])`` to ``rewards[t]`` where ``truncations[t]`` (see
+      :mod:`pgjax.returns`). Unused, it costs nothing under ``jit`` (dead outputs are removed).
   """
 
   obs: Any
@@ -54,6 +60,7 @@ class Trajectory(NamedTuple):
   truncations: jax.Array
   log_probs: jax.Array
   final: RolloutState
+  next_obs: Any = None
 
 
 def sample_action(dist: Any, key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -140,21 +147,23 @@ def rollout(key: jax.Array, policy_apply: Callable[[Any, Any], Any], policy_para
       if expected_shape is not None and tuple(jnp.shape(action)) != expected_shape:
         raise ValueError(f"`policy_apply` produced actions of shape {jnp.shape(action)}, but the "
                          f"environment's action space has shape {expected_shape}.")
-      obs_next, state_next, reward, term, trunc, _ = env.step(k_env, state, action, env_params)
+      obs_next, state_next, reward, term, trunc, info = env.step(k_env, state, action, env_params)
       term = jnp.asarray(term, bool)
       trunc = jnp.asarray(trunc, bool)
+      pre_reset = info.get("final_observation", obs_next) if isinstance(info, dict) else obs_next
       out = (obs, action, jnp.asarray(reward, jnp.float32), jnp.logical_or(term, trunc), term, trunc,
-             jax.lax.stop_gradient(log_prob))
+             jax.lax.stop_gradient(log_prob), pre_reset)
       return (obs_next, state_next), out
 
     (obs_f, state_f), ys = jax.lax.scan(step, (obs0, state0), jax.random.split(k_scan, num_steps))
-    return Trajectory(*ys, final=RolloutState(obs_f, state_f))
+    *fields, next_obs = ys
+    return Trajectory(*fields, final=RolloutState(obs_f, state_f), next_obs=next_obs)
 
   if num_envs is None:
     return single(key, init)
   num_envs = check_positive_int(num_envs, "num_envs")
   keys = jax.random.split(key, num_envs)
-  axes = Trajectory(1, 1, 1, 1, 1, 1, 1, final=0)
+  axes = Trajectory(1, 1, 1, 1, 1, 1, 1, final=0, next_obs=1)
   if init is None:
     return jax.vmap(lambda k: single(k, None), out_axes=axes)(keys)
   return jax.vmap(single, out_axes=axes)(keys, init)
