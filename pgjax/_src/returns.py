@@ -19,8 +19,9 @@ from :math:`s_{t+1}` in the return from :math:`s_t` (rlax's convention, shifted 
 
 Termination and truncation: a done stops the bootstrap, which is right for a terminal state. For an
 episode cut by a time limit at step ``t`` (the environment resets, so :math:`V(s_{t+1})` of the cut
-episode is not in ``values``), add :math:`\gamma_t V(s^{\text{final}}_{t+1})` to ``rewards[t]``:
-for every function here this gives exactly the targets that bootstrap through the truncation.
+episode is not in ``values``), add :math:`\gamma_t V(s^{\text{final}}_{t+1})` to ``rewards[t]``
+(:func:`pgjax.rollout` records :math:`s^{\text{final}}_{t+1}` as ``Trajectory.next_obs``): for every
+function here this gives exactly the targets that bootstrap through the truncation.
 
 Conventions of rlax (which the tests use as the reference, converting): rlax is batch-major, encodes
 episode ends as a zero ``discount_t``, and takes the values of the *next* states
