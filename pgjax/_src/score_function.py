@@ -332,14 +332,13 @@ def exact_gradient(f: Callable[[Any], jax.Array] | None = None, dist_fn: Callabl
     validation.check_callable(f, "f")
     validation.check_callable(dist_fn, "dist_fn")
 
-    def value_fn(params):
+    def enumerated(params, xs):
       dist = _distribution(dist_fn, params)
-      xs = enumerate_support(dist) if support is None else jnp.asarray(support)
       vals = jnp.asarray(jax.vmap(f)(xs))
       if vals.shape != xs.shape[:1]:
         raise ValueError(f"`f` must return a scalar for each outcome; got shape {vals.shape[1:]}.")
       probs = jnp.exp(joint_log_prob(dist, xs))
-      return jnp.sum(probs * jax.lax.stop_gradient(vals.astype(probs.dtype))), xs.shape[0]
+      return jnp.sum(probs * jax.lax.stop_gradient(vals.astype(probs.dtype)))
 
   def oracle(key, params):
     del key
@@ -347,7 +346,8 @@ def exact_gradient(f: Callable[[Any], jax.Array] | None = None, dist_fn: Callabl
     if expectation is not None:
       value, grads = jax.value_and_grad(value_fn)(params)
       return grads, ExactAux(value, 0)
-    (value, count), grads = jax.value_and_grad(value_fn, has_aux=True)(params)
-    return grads, ExactAux(value, count)
+    xs = enumerate_support(_distribution(dist_fn, params)) if support is None else jnp.asarray(support)
+    value, grads = jax.value_and_grad(enumerated)(params, xs)
+    return grads, ExactAux(value, int(xs.shape[0]))
 
   return oracle
