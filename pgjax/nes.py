@@ -10,7 +10,6 @@ optional IPOP restarts. Fitness is maximised. See :mod:`pgjax._src.nes` for the 
 
 from pgjax._src.nes import default_population_size
 from pgjax._src.nes import EvolutionStrategy
-from pgjax._src.nes import nes_utilities
 from pgjax._src.nes import NESInfo
 from pgjax._src.nes import NESState
 from pgjax._src.nes import pgpe
@@ -23,7 +22,6 @@ __all__ = (
     "NESInfo",
     "NESState",
     "default_population_size",
-    "nes_utilities",
     "pgpe",
     "run",
     "snes",

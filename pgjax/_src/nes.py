@@ -53,8 +53,8 @@ weight), and natural evolution strategies precondition it with the exact Fisher 
 
 Utilities (SNES, xNES): :math:`u_k = \frac{\max(0, \log(\lambda/2 + 1) - \log k)}{\sum_j \max(0,
 \log(\lambda/2+1) - \log j)} - \frac1\lambda` for the member of rank :math:`k` (1 = fittest); they sum to 0
-(:func:`pgjax._src.shaping`-style rank shaping, invariant to monotone transformations of :math:`f`).
-NaN fitness ranks last (worst) and is counted in :class:`NESInfo`.
+(:func:`pgjax.shaping.nes_utilities`; invariant to monotone transformations of :math:`f`). NaN fitness ranks
+last (worst) and is counted in :class:`NESInfo`.
 
 Defaults from the papers, with :math:`d` the number of parameters: population
 :math:`\lambda = 4 + \lfloor 3 \ln d \rfloor`; SNES :math:`\eta_\mu = 1`,
@@ -93,11 +93,11 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from pgjax._src import shaping as _shaping
 from pgjax._src import utils
 from pgjax._src import validation
 
-__all__ = ("NESInfo", "NESState", "EvolutionStrategy", "snes", "xnes", "pgpe", "run", "nes_utilities",
-           "default_population_size")
+__all__ = ("NESInfo", "NESState", "EvolutionStrategy", "snes", "xnes", "pgpe", "run", "default_population_size")
 
 
 class NESState(NamedTuple):
@@ -173,48 +173,6 @@ def default_population_size(dim: int) -> int:
   r"""The NES population :math:`4 + \lfloor 3 \ln d \rfloor` (Wierstra et al. 2014, Table 1)."""
   dim = validation.check_positive_int(dim, "dim")
   return 4 + int(math.floor(3 * math.log(dim)))
-
-
-def _ranks(fitness: jax.Array, active: jax.Array) -> jax.Array:
-  """1-based ranks (1 = fittest) over the ``active`` members; NaN after every number; inactive members last."""
-  p = fitness.shape[-1]
-  category = jnp.where(active, jnp.where(jnp.isnan(fitness), 1, 0), 2)
-  value = jnp.where(jnp.isnan(fitness), 0.0, -fitness)
-  order = jnp.lexsort((value, category))          # primary: category, then descending fitness, then index
-  return jnp.zeros((p,), jnp.int32).at[order].set(jnp.arange(1, p + 1, dtype=jnp.int32))
-
-
-def nes_utilities(fitness: jax.Array, num_active: jax.Array | int | None = None) -> jax.Array:
-  r"""Rank-based NES utilities :math:`u_k` (Wierstra et al. 2014, eq. 11), summing to 0 over active members.
-
-  Args:
-    fitness: ``[P]``, higher is better; NaN ranks last.
-    num_active: use only the first ``num_active`` members (others get utility 0); default all. May be traced.
-
-  Returns:
-    ``[P]`` utilities, in the fitness dtype (float32 at least).
-  """
-  fitness = jnp.asarray(fitness)
-  if fitness.ndim != 1:
-    raise ValueError(f"`fitness` must have shape [P], got {fitness.shape}.")
-  p = fitness.shape[0]
-  n = jnp.asarray(p if num_active is None else num_active, jnp.int32)
-  dtype = jnp.result_type(fitness.dtype, jnp.float32)
-  active = jnp.arange(p) < n
-  ranks = _ranks(fitness, active).astype(dtype)
-  nf = n.astype(dtype)
-  raw = lambda k: jnp.maximum(0.0, jnp.log(nf / 2 + 1) - jnp.log(k))
-  j = jnp.arange(1, p + 1, dtype=dtype)
-  total = jnp.sum(jnp.where(j <= nf, raw(j), 0.0))
-  return jnp.where(active, raw(ranks) / total - 1.0 / nf, 0.0)
-
-
-def _centered_ranks(fitness: jax.Array, active: jax.Array) -> jax.Array:
-  """Centred ranks in [-0.5, 0.5] over the ``active`` members (NaN ranks last), 0 for inactive members."""
-  nf = jnp.sum(active).astype(jnp.float32)
-  ranks = _ranks(fitness, active).astype(jnp.float32)            # 1 = fittest
-  centred = (nf - ranks) / jnp.maximum(nf - 1.0, 1.0) - 0.5
-  return jnp.where(active, centred, 0.0)
 
 
 def _active(name: str, p: int, num_active: jax.Array) -> jax.Array:
@@ -348,7 +306,7 @@ def snes(*, population_size: int | None = None, learning_rate_mean: Any = None,
     d = mean.shape[0]
     eta_mu = _lr(learning_rate_mean, 1.0)
     eta_sigma = _lr(learning_rate_sigma, (3 + math.log(d)) / (5 * math.sqrt(d)))
-    u = nes_utilities(fitness, jnp.sum(active)).astype(mean.dtype)
+    u = _shaping.nes_utilities(fitness, where=active).astype(mean.dtype)
     g_mu = u @ noise
     g_sigma = u @ (noise ** 2 - 1.0)
     return mean + eta_mu * sigma * g_mu, sigma * jnp.exp(0.5 * eta_sigma * g_sigma), shape, opt_state
@@ -392,7 +350,7 @@ def xnes(*, population_size: int | None = None, learning_rate_mean: Any = None,
     eta_mu = _lr(learning_rate_mean, 1.0)
     eta_sigma = _lr(learning_rate_sigma, default)
     eta_b = _lr(learning_rate_shape, default)
-    u = nes_utilities(fitness, jnp.sum(active)).astype(mean.dtype)
+    u = _shaping.nes_utilities(fitness, where=active).astype(mean.dtype)
     g_delta = u @ noise
     g_m = (noise * u[:, None]).T @ noise - jnp.sum(u) * jnp.eye(d, dtype=mean.dtype)
     g_sigma = jnp.trace(g_m) / d
@@ -456,7 +414,7 @@ def pgpe(*, population_size: int | None = None, optimizer: optax.GradientTransfo
   def update(mean, sigma, shape, opt_state, noise, fitness, active):
     n = noise.shape[0] // 2
     if shaping == "centered_ranks":
-      r = _centered_ranks(fitness, active).astype(mean.dtype)
+      r = _shaping.centered_ranks(fitness, where=active).astype(mean.dtype)
     else:
       r = jnp.where(active, fitness, 0.0).astype(mean.dtype)
     pair_active = active[:n].astype(mean.dtype)
