@@ -13,7 +13,7 @@ from jax.flatten_util import ravel_pytree
 import pgjax
 from pgjax import problems as P
 from pgjax._src import relaxations as R
-from pgjax._src.testing import check_estimator
+from pgjax.testing import check_estimator
 from tests.helpers import assert_unbiased_with_power
 from tests.helpers import scale_tree
 

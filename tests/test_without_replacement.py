@@ -11,7 +11,7 @@ import pytest
 import pgjax
 from pgjax import problems as P
 from pgjax._src import without_replacement as W
-from pgjax._src.testing import check_estimator
+from pgjax.testing import check_estimator
 from tests.helpers import assert_unbiased_with_power
 from tests.helpers import scale_tree
 
