@@ -67,7 +67,7 @@ def test_linear_system_expected_return_matches_rollouts():
     traj = envs.rollout(key, policy, jnp.array([k, sigma]), env, params, num_steps=8)
     return jnp.sum(0.9 ** jnp.arange(8) * traj.rewards)
 
-  samples = jax.vmap(ret)(jax.random.split(jax.random.key(0), 4000))
+  samples = jax.jit(jax.vmap(ret))(jax.random.split(jax.random.key(0), 4000))
   exact = envs.linear_system_expected_return(params, k, sigma, horizon=8, discount=0.9)
   wrong = envs.linear_system_expected_return(params, k + 0.1, sigma, horizon=8, discount=0.9)
   _mc_check(samples, float(exact), float(wrong))
@@ -117,7 +117,7 @@ def test_tabular_expected_return_solve_equals_sum_and_rollouts():
     traj = envs.rollout(key, policy, jnp.log(pi), env, params, num_steps=6)
     return jnp.sum(0.8 ** jnp.arange(6) * traj.rewards)
 
-  samples = jax.vmap(ret)(jax.random.split(jax.random.key(3), 4000))
+  samples = jax.jit(jax.vmap(ret))(jax.random.split(jax.random.key(3), 4000))
   j6 = envs.tabular_expected_return(params, pi, discount=0.8, horizon=6)
   _mc_check(samples, float(j6), float(j6) + 0.1)
   with pytest.raises(ValueError, match="policy_probs"):
