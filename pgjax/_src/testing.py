@@ -858,20 +858,25 @@ def check_estimator(
   * ``hyperparameter[<name>]``: for ``hyperparameters[name] = (build, value)``, where ``build(h)`` returns
     the estimator with that hyperparameter set to ``h`` (a traced scalar), ``jax.grad`` of
     :math:`h \mapsto \|\hat g_h(\text{key}, \theta)\|^2` is finite and matches the central finite difference
-    with step ``fd_step * |value|`` (``fd_step`` if ``value`` is 0) to ``fd_rtol`` (relative) — so a ``stop_gradient`` that blocks
-    it is caught.
+    with step ``fd_step * |value|`` (``fd_step`` if ``value`` is 0) to ``fd_rtol`` (relative), so a
+    ``stop_gradient`` that blocks it is caught.
   * ``nan_policy``: ``nan_estimator`` (the estimator built with an ``f`` that returns NaN for some samples)
-    follows ``nan_policy``: ``"propagate"`` (a NaN reaches ``grads``), ``"rank_last"`` (``grads`` finite and
-    ``nan_count(aux)`` — an aux field name or a callable — is positive, or equals ``expected_nan_count``) or
-    ``"raise"`` (calling it raises an error).
+    follows ``nan_policy`` on 8 keys folded from ``key``: ``"propagate"`` (a NaN reaches ``grads`` whenever
+    ``aux.values`` has one), ``"rank_last"`` (``grads`` finite and ``nan_count(aux)``, an aux field name or a
+    callable, equal to the number of non-finite ``aux.values``, or to ``expected_nan_count`` / positive when
+    aux has no ``values``) or ``"raise"`` (calling it raises an error). When ``aux.values`` exists and shows
+    no NaN at all, the check fails: the NaN was hidden, or never produced.
   * ``bad_key[...]``, ``bad_params``, ``bad_argument[<name>]``: a Python int key, a float key and a
     ``uint32[3]`` key (``bad_keys``), and params with integer leaves (``bad_params``) raise ``TypeError`` or
     ``ValueError`` naming ```key``` / ```params```; each ``(call, name)`` in ``bad_arguments`` (e.g.
     ``(lambda: my_factory(num_samples=0), "num_samples")``) raises one naming ``name``. "Naming" means the
     name appears in backticks or quotes in the message.
 
-  The transformations of the main estimator (``keys`` to ``grad``) are compiled as one function, so the
-  check costs about one compilation, plus one per dtype, structure, variant, hyperparameter and NaN case.
+  The bad keys and params are checked by tracing only (``jax.eval_shape``): the error must come at trace
+  time. The transformations (``keys`` to ``grad``) are compiled as one program, and so are all the dtype,
+  tree, variant, hyperparameter and NaN cases of one kind: to check many estimators, pass them together to
+  :func:`check_estimators`, which compiles each kind once for all of them (a failure is then bisected down
+  to the estimator that caused it).
 
   Args:
     estimator: ``(key, params) -> (grads, aux)``.
@@ -882,8 +887,10 @@ def check_estimator(
     rebuild: ``() -> estimator``, called inside the ``float64`` context (for estimators that close over
       arrays whose dtype is fixed when they are built).
     other_params: a second ``params`` for ``vmap_params`` and ``jit`` (default: ``0.9 * params + 0.05``).
-    structures, variants, hyperparameters, nan_estimator, nan_policy, nan_count, expected_nan_count,
-      bad_arguments, bad_keys, bad_params, eager, require_num_evaluations: see the properties above.
+    structures, variants, hyperparameters, nan_estimator, nan_policy, nan_count: see the properties above.
+    expected_nan_count, bad_arguments, bad_keys, bad_params, eager, require_num_evaluations: the same.
+    compiler_options: passed to every ``jax.jit`` (e.g. ``{"xla_backend_optimization_level": 0}`` halves
+      compilation time on CPU; the checks concern the contract, not speed).
     rtol, atol: tolerance for ``eager``, ``vmap_keys`` and ``vmap_params`` (relative to each leaf's
       largest entry, see :func:`assert_trees_close`).
     variant_rtol: tolerance for ``variant[...]``.
