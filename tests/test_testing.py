@@ -283,3 +283,19 @@ def test_tree_helpers():
   jitted(1.0)
   jitted(2.0)
   assert counted.count == 1
+
+
+def test_check_estimators_attributes_a_failure_to_its_estimator():
+  def broken(key, params):
+    raise ValueError("broken estimator")
+  common = dict(params=TOY_PARAMS, bad_keys=False, bad_params=False, skip=("vmap_params", "grad"))
+  reports = pgjax.testing.check_estimators(
+      {"good": dict(estimator=make_toy(), **common), "broken": dict(estimator=broken, **common)},
+      compiler_options=FAST, raise_on_failure=False)
+  assert reports["good"].ok, reports["good"]
+  assert reports["broken"]["structure"].status == "failed"
+  assert "broken estimator" in reports["broken"]["structure"].message
+  with pytest.raises(AssertionError, match="broken: "):
+    pgjax.testing.check_estimators({"broken": dict(estimator=broken, **common)}, compiler_options=FAST)
+  with pytest.raises(TypeError, match="unknown options"):
+    pgjax.testing.check_estimators({"x": dict(estimator=broken, params=TOY_PARAMS, bogus=1)})
