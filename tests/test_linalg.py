@@ -196,3 +196,14 @@ def test_low_precision_system_is_solved_in_float32(key):
   expected = jnp.linalg.solve(a, b.astype(jnp.float32))
   err = np.linalg.norm(np.asarray(x, np.float32) - expected) / np.linalg.norm(expected)
   assert err < 3e-2, err
+
+
+def test_derivative_with_respect_to_damping_matches_closed_form_after_convergence():
+  """d/dlambda of sum((A + lambda I)^{-1} b) = -1^T (A + lambda I)^{-2} b, through CG run for more
+  iterations than it needs (the masked updates after convergence must not turn the derivative NaN)."""
+  a = jnp.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 3.0]])
+  b = jnp.array([1.0, -2.0, 0.5])
+  solve = lambda lam: jnp.sum(conjugate_gradient(lambda v: a @ v, b, iters=10, damping=lam)[0])
+  m = np.linalg.inv(np.asarray(a, np.float64) + 0.3 * np.eye(3))
+  expected = -np.sum(m @ m @ np.asarray(b, np.float64))
+  np.testing.assert_allclose(jax.grad(solve)(0.3), expected, rtol=1e-4)

@@ -176,13 +176,17 @@ def conjugate_gradient(
     pap = tree_vdot(p, ap).astype(scalar_dtype)
     active = jnp.logical_and(jnp.logical_not(stopped), rs > threshold)
     curvature_ok = jnp.logical_and(pap > tiny, jnp.isfinite(pap))
-    alpha = rs / jnp.where(curvature_ok, pap, 1.0)
-    ok = active & curvature_ok & jnp.isfinite(alpha)
+    # Denominators are replaced by 1 wherever the update is not applied ("double where"), so that
+    # reverse-mode derivatives through the solve (e.g. with respect to the damping) stay finite after
+    # convergence instead of 0 * inf = NaN from the discarded branch.
+    use = active & curvature_ok
+    alpha = rs / jnp.where(use, pap, 1.0)
+    ok = use & jnp.isfinite(alpha)
     alpha = jnp.where(ok, alpha, 0.0)
     x_new = tree_axpy(alpha, p, x)
     r_new = tree_axpy(-alpha, ap, r)
     rs_new = tree_vdot(r_new, r_new).astype(scalar_dtype)
-    beta = jnp.where(ok, rs_new / jnp.where(rs > 0, rs, 1.0), 0.0)
+    beta = jnp.where(ok, rs_new / jnp.where(ok & (rs > 0), rs, 1.0), 0.0)
     p_new = tree_axpy(beta, p, r_new)
     select = lambda new, old: jax.tree_util.tree_map(
         lambda n, o: jnp.where(ok, n, o), new, old)
