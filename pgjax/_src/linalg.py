@@ -92,6 +92,11 @@ def conjugate_gradient(
   iterations leave everything unchanged, so the result is finite whenever
   ``matvec`` is, and under ``vmap`` each member stops at its own iteration.
 
+  Differentiable (the loop has static bounds, so ``jax.grad`` through the solution with respect to
+  ``b``, ``damping`` or anything ``matvec`` closes over works); iterations masked after convergence
+  contribute nothing. With ``tol=0`` and more iterations than needed, the derivative passes through
+  iterations driven by round-off and can overflow: keep ``tol > 0`` when differentiating.
+
   For a symmetric positive-definite :math:`A + \lambda I` of size :math:`n`,
   ``iters >= n`` gives the exact solution up to rounding. On a singular
   :math:`A` (e.g. the softmax Fisher :math:`\mathrm{diag}(p) - p p^\top`) use
