@@ -220,7 +220,8 @@ def gumbel_softmax(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any],
   coordinate). ``aux.biased`` is always True; measure the bias against
   :func:`pgjax.exact_gradient` on a problem with a finite support.
 
-  ``f`` is evaluated (and differentiated) ``N`` times: ``aux.num_evaluations = num_samples``.
+  ``f`` is evaluated (and differentiated) ``N`` times: ``aux.num_evaluations = num_samples``. If ``f`` returns
+  a non-finite value at any sample the estimate is NaN (it propagates, as in the score-function estimators).
 
   Args:
     f: ``f(x) -> scalar`` for one sample ``x`` of the distribution's shape (floating, one-hot for categorical
@@ -261,16 +262,35 @@ def gumbel_softmax(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any],
     tau = jnp.asarray(tau, dtype)
     noise = _noise(kind, key, (num_samples,) + logits.shape, dtype)
 
-    def objective(p):
+    def relaxed_sample(p):
       _, lg, _ = _kind_and_logits(dist_fn(p))
       z = _location(kind, lg.astype(dtype))[None] + noise
-      soft = _relax(kind, z, tau)
-      hard = jax.lax.stop_gradient(_hard(kind, z))
-      x = hard + soft - jax.lax.stop_gradient(soft) if straight_through else soft
-      values = _check_values(jax.vmap(f)(x), num_samples)
-      return jnp.mean(values), (hard, jax.lax.stop_gradient(soft), jax.lax.stop_gradient(values))
+      return _relax(kind, z, tau), jax.lax.stop_gradient(_hard(kind, z))
 
-    grads, (hard, soft, values) = jax.grad(objective, has_aux=True)(params)
+    if straight_through:
+      # f and its gradient at the hard sample (constants), pulled back through the relaxation: the estimate is
+      # J_soft(theta, tau)^T grad f(b), so its derivatives in params and tau are those of J_soft alone.
+      soft, hard = relaxed_sample(params)
+      out = jax.eval_shape(f, hard[0])
+      if getattr(out, "shape", None) != ():
+        raise ValueError(f"`f` must return a scalar for each sample; got shape {getattr(out, 'shape', out)} "
+                         "per sample.")
+      values, cot = jax.vmap(jax.value_and_grad(f))(hard)
+      values = _check_values(values, num_samples)
+      cot = jax.lax.stop_gradient(cot.astype(soft.dtype))
+      grads = jax.grad(lambda p: jnp.sum(cot * relaxed_sample(p)[0]) / num_samples)(params)
+    else:
+      def objective(p):
+        soft, hard = relaxed_sample(p)
+        values = _check_values(jax.vmap(f)(soft), num_samples)
+        return jnp.mean(values), (hard, soft, values)
+
+      grads, (hard, soft, values) = jax.grad(objective, has_aux=True)(params)
+    soft, values = jax.lax.stop_gradient(soft), jax.lax.stop_gradient(values)
+    # A non-finite value of f makes the whole estimate NaN (as in the score-function estimators), even where
+    # f's derivative is finite (e.g. f = where(cond, nan, g)).
+    bad = ~jnp.all(jnp.isfinite(values))
+    grads = jax.tree_util.tree_map(lambda g: jnp.where(bad, jnp.nan, g), grads)
     return _cast_like(grads, params), GumbelSoftmaxAux(hard, soft, values, num_samples, True, tau)
 
   return estimator
