@@ -46,8 +46,10 @@ _SCRIPT = textwrap.dedent("""
     out = {"bits": {}, "checks": {}}
     for num_seeds, device_counts in ((777, (1, 2, 8)), (5, (1, 8))):
       for d in device_counts:
+        # chunk_size 64: each group (25 seeds, 800 with padding) is one chunk and two groups share a
+        # vectorised step (groups_per_step = 2); with 5 seeds, one seed per group.
         s = pgjax.sweep.gradient_stats(est, problem.params, key, num_seeds=num_seeds, true_grad=tg,
-                                       chunk_size=16, devices=devs[:d])
+                                       chunk_size=64, devices=devs[:d])
         out["bits"][f"S={num_seeds} D={d}"] = bits(s)
         if d == 8:
           # Reference from every seed's gradient, computed directly: padding must not leak in.
@@ -166,8 +168,13 @@ def test_seed_layout_invariants(num_seeds, chunk, groups, devices):
   assert lay.padded_seeds - num_seeds < max(num_chunks, lay.num_groups * lay.chunk_size)
   if num_seeds >= lay.num_groups:
     assert lay.padded_seeds - num_seeds < num_chunks
-  # The layout (hence every bit of the result) does not depend on a device count dividing the groups.
-  if min(groups, num_seeds) % devices == 0:
+  # Several one-chunk groups per vectorised step: whole steps per device, within the chunk size.
+  assert lay.groups_per_step == 1 or lay.chunks_per_group == 1
+  assert lay.groups_per_step * lay.chunk_size <= chunk
+  assert lay.num_groups % (lay.groups_per_step * devices) == 0
+  # The layout (hence every bit of the result) does not depend on a device count up to 8 dividing the
+  # groups.
+  if min(groups, num_seeds) % devices == 0 and devices <= 8:
     assert lay == seed_layout(num_seeds, chunk, groups, 1)
 
 

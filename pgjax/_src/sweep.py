@@ -123,7 +123,8 @@ def _safe_div(a, b):
 _CHUNK_BYTES = 32 * 2 ** 20    # aim: one chunk's intermediates within ~32 MiB
 _MIN_VECTOR = 8                # vectorise at least this many seeds ...
 _MAX_CHUNK_BYTES = 256 * 2 ** 20  # ... unless that exceeds this much memory
-_MAX_CHUNK = 4096
+_MAX_CHUNK = 16384
+_STEP_DEVICES = 8  # a step of several groups keeps the layout the same on device counts up to this
 _MAP_SEEDS_CHUNKS = 16  # map_seeds' default chunk is at most ceil(num_seeds / 16)
 
 
@@ -156,7 +157,7 @@ def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_see
   With :math:`W` the bytes of all intermediate values in the jaxpr of one seed, the chunk is the largest
   power of two with :math:`C\,W \le 32` MiB (the sum over-counts what XLA keeps live after fusion), at
   least 8 seeds (vectorising over seeds pays even past the cache) unless 8 seeds exceed 256 MiB, at most
-  4096 and at most the next power of two of ``num_seeds``. :func:`seed_layout` may then lower it so that
+  16384 and at most the next power of two of ``num_seeds``. :func:`seed_layout` may then lower it so that
   the chunks tile the seed groups. The result depends only on the estimator, ``params`` and ``num_seeds``,
   never on the devices, so that the default chunking (hence every bit of a result) is the same on any
   device count. ``experiments/benchmarks/sweep_strategies.py`` compares the resulting speed with a full
@@ -202,12 +203,15 @@ class SeedLayout(NamedTuple):
   Seeds ``0 .. num_groups * chunks_per_group * chunk_size - 1`` are split into ``num_groups`` contiguous
   groups of ``chunks_per_group`` chunks of ``chunk_size`` seeds; seeds ``>= num_seeds`` are padding, computed
   and masked out. Groups are the unit of work of a device (``num_groups / num_devices`` each) and of the
-  jackknife.
+  jackknife. When a group is a single chunk, ``groups_per_step`` consecutive groups are evaluated in one
+  vectorised call (one ``vmap`` over ``groups_per_step * chunk_size`` seeds, then per-group sums), which
+  amortises the loop for cheap estimators.
   """
   num_seeds: int
   num_groups: int
   chunks_per_group: int
   chunk_size: int
+  groups_per_step: int = 1
 
   @property
   def padded_seeds(self) -> int:
@@ -220,14 +224,22 @@ def seed_layout(num_seeds: int, chunk_size: int, num_groups: int, num_devices: i
   ``num_groups`` is first capped at ``num_seeds`` and then rounded up to a multiple of ``num_devices`` (so
   the layout, hence every bit of the result, is the same for all device counts that divide it). The chunk
   size is then shrunk to ``ceil(num_seeds / (num_groups * chunks_per_group))`` so padding is below one seed
-  per chunk.
+  per chunk. When a group fits in one chunk, ``groups_per_step`` is the largest power of two with
+  ``groups_per_step * chunk_size <= chunk_size argument`` such that ``8 * groups_per_step`` divides the
+  number of groups (so the layout is the same on every device count up to 8 that divides it) and
+  ``num_devices * groups_per_step`` does too.
   """
   groups = min(num_groups, num_seeds)
   groups = -(-groups // num_devices) * num_devices
   per_group = -(-num_seeds // groups)
   chunks = -(-per_group // chunk_size)
   size = -(-per_group // chunks)
-  return SeedLayout(num_seeds, groups, chunks, size)
+  step = 1
+  if chunks == 1:
+    while (2 * step * size <= chunk_size and groups % (2 * step * _STEP_DEVICES) == 0
+           and groups % (2 * step * num_devices) == 0):
+      step *= 2
+  return SeedLayout(num_seeds, groups, chunks, size, step)
 
 
 def _seeds_mesh(devices) -> jax.sharding.Mesh:
@@ -255,8 +267,9 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
   multiple of the device count), each device scanning its groups' chunks; the per-group moments are then
   all-gathered and pooled identically on every device. Padding seeds are masked out of every statistic.
   Because a group's moments are accumulated chunk by chunk in the same order on any device, and pooled with
-  fixed-order sums, the result is **bit-identical on 1, 2, 4, 8, ... devices** whenever the device count
-  divides ``num_groups`` (32 by default). One caveat, measured on CPU: inside an enclosing ``jax.vmap`` XLA
+  fixed-order sums, the result is **bit-identical on 1, 2, 4 and 8 devices**: on every device count up to 8
+  that divides ``num_groups`` (32 by default), and on larger ones that divide ``num_groups`` when the
+  layout evaluates one group per vectorised step (:func:`seed_layout`). One caveat, measured on CPU: inside an enclosing ``jax.vmap`` XLA
   may fuse the pooling differently per device count, and as it contracts ``a * b + c`` into fused
   multiply-adds within a fusion, the jackknife standard errors can then differ in the last bit (1 ulp seen);
   every other field stays bit-identical.
@@ -300,138 +313,162 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
 
 @functools.partial(jax.jit, static_argnames=("estimator", "layout", "mesh"))
 def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
-  num_seeds, num_groups = layout.num_seeds, layout.num_groups
-  chunk_size, chunks_per_group = layout.chunk_size, layout.chunks_per_group
   flat_params, unravel = ravel_pytree(params)
   dim = flat_params.shape[0]
   dtype = jnp.promote_types(flat_params.dtype, jnp.float32)
-  has_true = true_grad is not None
-  if has_true:
-    t = ravel_pytree(true_grad)[0].astype(dtype)
-    t_norm = jnp.linalg.norm(t)
+  t = None if true_grad is None else ravel_pytree(true_grad)[0].astype(dtype)
 
   def one_seed(i):
+    """Seed ``i``'s flat gradient, then (with a target) its squared error and cosine: ``[K]``."""
     g, _ = estimator(jax.random.fold_in(key, i), params)
     flat_g = ravel_pytree(g)[0].astype(dtype)
     if flat_g.shape != (dim,):
       raise ValueError(f"`estimator` must return grads with the structure of params ({dim} entries), got "
                        f"{flat_g.shape[0]}.")
     extras = []
-    if has_true:
-      err = flat_g - t
-      g_norm = jnp.linalg.norm(flat_g)
-      cos = _safe_div(jnp.dot(flat_g, t), g_norm * t_norm)
-      extras = [jnp.sum(err ** 2)[None], cos[None]]
+    if t is not None:
+      cos = _safe_div(jnp.dot(flat_g, t), jnp.linalg.norm(flat_g) * jnp.linalg.norm(t))
+      extras = [jnp.sum((flat_g - t) ** 2)[None], cos[None]]
     return jnp.concatenate([flat_g] + extras)
 
-  width = dim + (2 if has_true else 0)
-
-  def run_groups(group_ids):
-    r"""Moments (n [g], mean [g, K], M2 [g, K]) of groups ``group_ids [g]``, chunk after chunk.
-
-    Within a group, shifted sums :math:`\sum_i (v_i - c)` and :math:`\sum_i (v_i - c)^2` are accumulated in
-    one pass per chunk, with the shift :math:`c` = the group's first seed's value (so the sums are of
-    deviations of the order of a standard deviation, and :math:`M_2 = \sum d^2 - (\sum d)^2 / n` loses
-    little precision); this costs one fused reduction per chunk, where a per-chunk two-pass mean and a merge
-    cost three, which matters for cheap estimators.
-    """
-    def group_step(carry, g):
-      first = g * chunks_per_group * chunk_size
-
-      def chunk_step(acc, j):
-        start = first + j * chunk_size
-        idx = start + jnp.arange(chunk_size)
-        valid = idx < num_seeds
-        # Seeds on the minor axis ([K, C]): the sums below are then contiguous row reductions (faster than
-        # column sums of [C, K] for small K).
-        vals = jax.vmap(one_seed, out_axes=1)(jnp.where(valid, idx, num_seeds - 1))
-        shift, s1, s2 = acc
-        shift = jnp.where(j == 0, vals[:, 0], shift)  # the group's first seed (padding only if all is)
-        dev = jnp.where(valid[None, :], vals - shift[:, None], 0.0)
-        return (shift, s1 + jnp.sum(dev, axis=1), s2 + jnp.sum(dev * dev, axis=1)), None
-
-      zeros = (jnp.zeros((width,), dtype),) * 3
-      (shift, s1, s2), _ = jax.lax.scan(chunk_step, zeros, jnp.arange(chunks_per_group))
-      n = jnp.clip(num_seeds - first, 0, chunks_per_group * chunk_size).astype(dtype)
-      mean_dev = _safe_div(s1, n)
-      m2 = jnp.maximum(s2 - s1 * mean_dev, 0.0)
-      mean = jnp.where(n > 0, shift + mean_dev, 0.0)
-      return carry, (n, mean, m2)
-    _, moments = jax.lax.scan(group_step, None, group_ids)
-    return moments
-
-  def pool(moments):
-    """Pools per-group moments ``(n [G], mean [G, K], M2 [G, K])`` into the statistics."""
-    n_g, mean_g, m2_g = moments
-    n = _fsum(n_g)
-    mean = _fsum(n_g[:, None] * mean_g) / n
-    m2 = _fsum(m2_g) + _fsum(n_g[:, None] * (mean_g - mean[None]) ** 2)
-    # The barrier fixes how the pooled moments are rounded: without it XLA may merge the divisions below
-    # into their consumers (a / b / c -> a / (b c)) differently from one program (device count) to another.
-    n, mean, m2, var = jax.lax.optimization_barrier((n, mean, m2, m2 / (n - 1)))
-
-    # Leave-one-group-out moments for the jackknife.
-    n_l = n - n_g                                                   # [G]
-    mean_l = _safe_div(n * mean[None] - n_g[:, None] * mean_g, n_l[:, None])
-    m2_l = (m2[None] - m2_g - n_g[:, None] * (mean_g - mean[None]) ** 2
-            - n_l[:, None] * (mean_l - mean[None]) ** 2)
-    m2_l = jnp.maximum(m2_l, 0.0)
-    var_l = _safe_div(m2_l, (n_l - 1)[:, None])
-    valid = (n_g > 0) & (n_l > 1)
-    num_valid = _fsum(valid.astype(dtype))
-
-    def jackknife_se(theta_l):
-      theta_bar = _safe_div(_fsum(jnp.where(valid, theta_l, 0.0)), num_valid)
-      ss = _fsum(jnp.where(valid, (theta_l - theta_bar) ** 2, 0.0))
-      se = jnp.sqrt(_safe_div(num_valid - 1.0, num_valid) * ss)
-      # Fewer than two usable groups (e.g. num_seeds = 2): no jackknife is possible; NaN, never a false 0.
-      return jnp.where(num_valid >= 2, se, jnp.nan)
-
-    g_mean, g_var = mean[:dim], var[:dim]
-    g_mean_l, g_var_l = mean_l[:, :dim], var_l[:, :dim]
-    total_var = _fsum(g_var)
-    total_var_l = _fsum(g_var_l, axis=1)
-    snr = _safe_div(_fnorm(g_mean), jnp.sqrt(total_var))
-    snr_l = _safe_div(_fnorm(g_mean_l, axis=1), jnp.sqrt(total_var_l))
-    nan = jnp.full((), jnp.nan, dtype)
-    if has_true:
-      bias_norm = _fnorm(g_mean - t)
-      bias_norm_l = _fnorm(g_mean_l - t[None], axis=1)
-      bias_norm_se = jackknife_se(bias_norm_l)
-      bias_sq = bias_norm ** 2 - total_var / n
-      mse, mse_se = mean[dim], jnp.sqrt(var[dim] / n)
-      cosine, cosine_se = mean[dim + 1], jnp.sqrt(var[dim + 1] / n)
-      max_abs_z, bias_p_value = _bias_test(g_mean, t, g_var / n, n, dim)
-    else:
-      bias_norm = bias_norm_se = bias_sq = mse = mse_se = cosine = cosine_se = nan
-      max_abs_z = bias_p_value = nan
-
-    def to_tree(v):
-      return jax.tree_util.tree_map(lambda a, p: a.astype(jnp.asarray(p).dtype), unravel(v), params)
-
-    return GradientStats(
-        num_seeds=n.astype(jnp.int32), mean=to_tree(g_mean), mean_se=to_tree(jnp.sqrt(g_var / n)),
-        total_variance=total_var, total_variance_se=jackknife_se(total_var_l),
-        bias_norm=bias_norm, bias_norm_se=bias_norm_se, bias_sq=bias_sq, mse=mse, mse_se=mse_se,
-        cosine=cosine, cosine_se=cosine_se, snr=snr, snr_se=jackknife_se(snr_l), max_abs_z=max_abs_z,
-        bias_p_value=bias_p_value)
+  def to_tree(v):
+    return jax.tree_util.tree_map(lambda a, p: a.astype(jnp.asarray(p).dtype), unravel(v), params)
 
   # Every device runs the same program on the same data: its groups' chunks in order, then (after an
   # all-gather of the per-group moments) the same pooling, so the arithmetic, hence every bit, matches
   # across device counts.
-  from jax.sharding import PartitionSpec as P
-
   def per_device(ids):
-    moments = run_groups(ids)
+    moments = _group_moments(one_seed, ids, layout, dim + (0 if t is None else 2), dtype)
     if mesh is not None:
       moments = jax.tree_util.tree_map(lambda x: jax.lax.all_gather(x, "seeds", tiled=True), moments)
-    return pool(moments)
+    return _pool(moments, dim, t, dtype, to_tree)
 
-  group_ids = jnp.arange(num_groups)
+  group_ids = jnp.arange(layout.num_groups)
   if mesh is None:  # one device: the same per-device program, without the shard_map wrapper (faster)
     return per_device(group_ids)
+  from jax.sharding import PartitionSpec as P
   return jax.shard_map(per_device, mesh=mesh, in_specs=P("seeds"), out_specs=P(),
                        check_vma=False)(group_ids)
+
+
+def _group_moments(one_seed, group_ids, layout: SeedLayout, width: int, dtype):
+  r"""Moments ``(n [g], mean [g, K], M2 [g, K])`` of the seed groups ``group_ids [g]``.
+
+  Within a group, shifted sums :math:`\sum_i (v_i - c)` and :math:`\sum_i (v_i - c)^2` are accumulated in
+  one pass per chunk, with the shift :math:`c` = the group's first seed's value (so the sums are of
+  deviations of the order of a standard deviation, and :math:`M_2 = \sum d^2 - (\sum d)^2 / n` loses
+  little precision); this costs one fused reduction per chunk, where a per-chunk two-pass mean and a merge
+  cost three, which matters for cheap estimators. Seeds are on the minor axis (``[K, C]``), so the sums are
+  contiguous row reductions.
+  """
+  num_seeds, c = layout.num_seeds, layout.chunk_size
+  padded = layout.padded_seeds != num_seeds  # (static: a layout without padding skips the masks)
+
+  def evaluate(first, size):
+    """``[K, size]`` values of seeds ``first ..`` and their validity mask."""
+    idx = first + jnp.arange(size)
+    valid = idx < num_seeds
+    if padded:
+      idx = jnp.where(valid, idx, num_seeds - 1)
+    return jax.vmap(one_seed, out_axes=1)(idx), valid
+
+  def finish(shift, s1, s2, n):
+    mean_dev = _safe_div(s1, n)
+    m2 = jnp.maximum(s2 - s1 * mean_dev, 0.0)
+    return jnp.where(n > 0, shift + mean_dev, 0.0), m2
+
+  if layout.groups_per_step > 1:  # one-chunk groups, several per vectorised call
+    k = layout.groups_per_step
+
+    def step(carry, ids):  # ids [k]: consecutive groups
+      vals, valid = evaluate(ids[0] * c, k * c)
+      vals = vals.reshape(width, k, c)
+      shift = vals[:, :, 0]  # each group's first seed
+      dev = vals - shift[:, :, None]
+      if padded:
+        dev = jnp.where(valid.reshape(1, k, c), dev, 0.0)
+      n = jnp.clip(num_seeds - ids * c, 0, c).astype(dtype)
+      mean, m2 = finish(shift, jnp.sum(dev, axis=2), jnp.sum(dev * dev, axis=2), n[None, :])
+      return carry, (n, mean.T, m2.T)
+
+    _, (n, mean, m2) = jax.lax.scan(step, None, group_ids.reshape(-1, k))
+    return n.reshape(-1), mean.reshape(-1, width), m2.reshape(-1, width)
+
+  per_group = layout.chunks_per_group * c
+
+  def group_step(carry, g):
+    first = g * per_group
+
+    def chunk_step(acc, j):
+      vals, valid = evaluate(first + j * c, c)
+      shift, s1, s2 = acc
+      shift = jnp.where(j == 0, vals[:, 0], shift)  # the group's first seed (padding only if all is)
+      dev = vals - shift[:, None]
+      if padded:
+        dev = jnp.where(valid[None, :], dev, 0.0)
+      return (shift, s1 + jnp.sum(dev, axis=1), s2 + jnp.sum(dev * dev, axis=1)), None
+
+    zeros = (jnp.zeros((width,), dtype),) * 3
+    (shift, s1, s2), _ = jax.lax.scan(chunk_step, zeros, jnp.arange(layout.chunks_per_group))
+    n = jnp.clip(num_seeds - first, 0, per_group).astype(dtype)
+    mean, m2 = finish(shift, s1, s2, n)
+    return carry, (n, mean, m2)
+
+  _, moments = jax.lax.scan(group_step, None, group_ids)
+  return moments
+
+
+def _pool(moments, dim: int, t, dtype, to_tree) -> GradientStats:
+  """Pools per-group moments ``(n [G], mean [G, K], M2 [G, K])`` into the statistics (``t``: the flat
+  target or None; ``to_tree`` maps a flat ``[dim]`` vector to the params' structure)."""
+  n_g, mean_g, m2_g = moments
+  n = _fsum(n_g)
+  mean = _fsum(n_g[:, None] * mean_g) / n
+  m2 = _fsum(m2_g) + _fsum(n_g[:, None] * (mean_g - mean[None]) ** 2)
+  # The barrier fixes how the pooled moments are rounded: without it XLA may merge the divisions below
+  # into their consumers (a / b / c -> a / (b c)) differently from one program (device count) to another.
+  n, mean, m2, var = jax.lax.optimization_barrier((n, mean, m2, m2 / (n - 1)))
+
+  # Leave-one-group-out moments for the jackknife.
+  n_l = n - n_g                                                   # [G]
+  mean_l = _safe_div(n * mean[None] - n_g[:, None] * mean_g, n_l[:, None])
+  m2_l = (m2[None] - m2_g - n_g[:, None] * (mean_g - mean[None]) ** 2
+          - n_l[:, None] * (mean_l - mean[None]) ** 2)
+  m2_l = jnp.maximum(m2_l, 0.0)
+  var_l = _safe_div(m2_l, (n_l - 1)[:, None])
+  valid = (n_g > 0) & (n_l > 1)
+  num_valid = _fsum(valid.astype(dtype))
+
+  def jackknife_se(theta_l):
+    theta_bar = _safe_div(_fsum(jnp.where(valid, theta_l, 0.0)), num_valid)
+    ss = _fsum(jnp.where(valid, (theta_l - theta_bar) ** 2, 0.0))
+    se = jnp.sqrt(_safe_div(num_valid - 1.0, num_valid) * ss)
+    # Fewer than two usable groups (e.g. num_seeds = 2): no jackknife is possible; NaN, never a false 0.
+    return jnp.where(num_valid >= 2, se, jnp.nan)
+
+  g_mean, g_var = mean[:dim], var[:dim]
+  g_mean_l, g_var_l = mean_l[:, :dim], var_l[:, :dim]
+  total_var = _fsum(g_var)
+  total_var_l = _fsum(g_var_l, axis=1)
+  snr = _safe_div(_fnorm(g_mean), jnp.sqrt(total_var))
+  snr_l = _safe_div(_fnorm(g_mean_l, axis=1), jnp.sqrt(total_var_l))
+  nan = jnp.full((), jnp.nan, dtype)
+  if t is not None:
+    bias_norm = _fnorm(g_mean - t)
+    bias_norm_se = jackknife_se(_fnorm(g_mean_l - t[None], axis=1))
+    bias_sq = bias_norm ** 2 - total_var / n
+    mse, mse_se = mean[dim], jnp.sqrt(var[dim] / n)
+    cosine, cosine_se = mean[dim + 1], jnp.sqrt(var[dim + 1] / n)
+    max_abs_z, bias_p_value = _bias_test(g_mean, t, g_var / n, n, dim)
+  else:
+    bias_norm = bias_norm_se = bias_sq = mse = mse_se = cosine = cosine_se = nan
+    max_abs_z = bias_p_value = nan
+  return GradientStats(
+      num_seeds=n.astype(jnp.int32), mean=to_tree(g_mean), mean_se=to_tree(jnp.sqrt(g_var / n)),
+      total_variance=total_var, total_variance_se=jackknife_se(total_var_l),
+      bias_norm=bias_norm, bias_norm_se=bias_norm_se, bias_sq=bias_sq, mse=mse, mse_se=mse_se,
+      cosine=cosine, cosine_se=cosine_se, snr=snr, snr_se=jackknife_se(snr_l), max_abs_z=max_abs_z,
+      bias_p_value=bias_p_value)
 
 
 def _bias_test(mean, target, se_sq, n, dim):
