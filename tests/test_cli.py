@@ -110,7 +110,8 @@ def test_only_real_problems_are_offered_and_each_builds():
   for name in ("gaussian_quadratic", "classification_robot"):  # (the latter returns (problem, data))
     problem = grid_config.resolve_problem("p", {"type": name})
     assert isinstance(problem, pgjax.problems.Problem), name
-  with pytest.raises(pgjax.sweep.GridError, match=r"unknown problem type 'cross_entropy_gradient'; known: \['argmax_classifier'"):
+  with pytest.raises(pgjax.sweep.GridError,
+                     match=r"unknown problem type 'cross_entropy_gradient'; known: \['argmax_classifier'"):
     grid_config.resolve_problem("p", {"type": "cross_entropy_gradient"})
 
 
@@ -181,8 +182,8 @@ def test_users_own_problem_and_ctrl_c_then_resume(tmp_path):
   cfg = write(tmp_path, USER_CONFIG)
   out = tmp_path / "out"
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   command = [sys.executable, "-m", "pgjax", cfg, "--out", str(out), "--no-progress", "--no-plot"]
   child = subprocess.Popen(command, env=dict(env, STALL="1"), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)

@@ -180,7 +180,7 @@ def test_bias_test_separates_unbiased_from_biased(baseline_stats):
 
 
 def test_bias_test_of_exact_and_constant_estimators(key):
-  """Zero variance: an exact gradient reads as unbiased (rounding is not bias), a constant offset as biased."""
+  """Zero variance: an exact gradient reads as unbiased (rounding is not bias), an offset as biased."""
   prob = pgjax.problems.categorical_bandit()
   tg = prob.true_grad(prob.params)
   exact = pgjax.exact_gradient(prob.f, prob.dist_fn)

@@ -269,10 +269,10 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
   Because a group's moments are accumulated chunk by chunk in the same order on any device, and pooled with
   fixed-order sums, the result is **bit-identical on 1, 2, 4 and 8 devices**: on every device count up to 8
   that divides ``num_groups`` (32 by default), and on larger ones that divide ``num_groups`` when the
-  layout evaluates one group per vectorised step (:func:`seed_layout`). One caveat, measured on CPU: inside an enclosing ``jax.vmap`` XLA
-  may fuse the pooling differently per device count, and as it contracts ``a * b + c`` into fused
-  multiply-adds within a fusion, the jackknife standard errors can then differ in the last bit (1 ulp seen);
-  every other field stays bit-identical.
+  layout evaluates one group per vectorised step (:func:`seed_layout`). One caveat, seen on CPU: inside an
+  enclosing ``jax.vmap`` XLA may fuse the pooling differently per device count, and as it contracts
+  ``a * b + c`` into fused multiply-adds within a fusion, the jackknife standard errors can then differ in
+  the last bit (1 ulp seen); every other field stays bit-identical.
 
   **Several hosts.** Call ``jax.distributed.initialize()`` first in every process and run the same script
   everywhere; ``jax.devices()`` then lists every process's devices and every process gets the full
