@@ -18,8 +18,11 @@ is minimised with optax (global-norm clipping, then Adam with an optionally anne
   :math:`L^{\text{policy}} = -\mathbb{E}_t[\hat A_t \log\pi(a_t|s_t)]` with :math:`\hat A` the GAE
   advantages (:math:`\lambda = 1` gives the Monte-Carlo return minus the learned baseline).
 
-Episode ends: gymnax signals termination and truncation (time limit) separately; both stop the bootstrap here,
-as in PureJaxRL (a truncated episode is treated as terminal, a small bias for time-limited tasks).
+Episode ends: gymnax signals termination and truncation (time limit) separately. Both stop the GAE recursion;
+with ``bootstrap_truncation=True`` (default) a truncated step's reward gets :math:`\gamma V(s_{t+1})` added,
+with :math:`s_{t+1}` the observation reached before the automatic reset (``Trajectory.next_obs``), so the
+time limit is not mistaken for a terminal state (Pardo et al., "Time limits in reinforcement learning",
+ICML 2018). ``bootstrap_truncation=False`` treats it as terminal, as PureJaxRL does.
 
 Metrics (:class:`PPOMetrics`): the training metric ``episode_return`` is the mean undiscounted return of the
 episodes that ended during each update's rollout (counting steps from earlier rollouts), as PureJaxRL reports;
@@ -76,6 +79,7 @@ class PPOConfig:
     learning_rate: Adam step size (annealed linearly to 0 over training with ``anneal_lr``). Traced.
     anneal_lr: linear step-size annealing. Static.
     discount, gae_lambda: :math:`\\gamma`, :math:`\\lambda`. Traced.
+    bootstrap_truncation: bootstrap time-limit truncations with the critic (see the module docstring). Static.
     clip_epsilon: PPO ratio clip. Traced.
     value_clip_epsilon: clip of the value update (``None``: unclipped value loss). Static choice.
     value_coef, entropy_coef: :math:`c_V`, :math:`c_H`. Traced.
@@ -99,6 +103,7 @@ class PPOConfig:
   anneal_lr: bool = struct.field(pytree_node=False, default=True)
   discount: float = 0.99
   gae_lambda: float = 0.95
+  bootstrap_truncation: bool = struct.field(pytree_node=False, default=True)
   clip_epsilon: float = 0.2
   value_clip_epsilon: float | None = struct.field(pytree_node=False, default=0.2)
   value_coef: float = 0.5
@@ -130,6 +135,7 @@ class A2CConfig:
   anneal_lr: bool = struct.field(pytree_node=False, default=False)
   discount: float = 0.99
   gae_lambda: float = 1.0
+  bootstrap_truncation: bool = struct.field(pytree_node=False, default=True)
   value_coef: float = 0.5
   entropy_coef: float = 0.01
   max_grad_norm: float = 0.5
@@ -216,7 +222,12 @@ def _build(cfg, *, ppo: bool):
                    init=rstate)
     _, values = ac.apply(params, traj.obs)
     _, last_value = ac.apply(params, traj.final.obs)
-    adv = _returns.gae(traj.rewards, values, traj.dones, discount=cfg.discount, lambda_=cfg.gae_lambda,
+    rewards = traj.rewards
+    if cfg.bootstrap_truncation:
+      _, next_values = ac.apply(params, traj.next_obs)
+      cut = jnp.logical_and(traj.truncations, jnp.logical_not(traj.terminations))
+      rewards = rewards + jnp.where(cut, cfg.discount * next_values, 0.0)
+    adv = _returns.gae(rewards, values, traj.dones, discount=cfg.discount, lambda_=cfg.gae_lambda,
                        bootstrap_value=last_value)
     data = (traj.obs, traj.actions, traj.log_probs, values, adv, adv + values)
     flat = jax.tree.map(lambda x: x.reshape((batch,) + x.shape[2:]), data)
