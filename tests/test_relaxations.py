@@ -333,3 +333,16 @@ def test_gumbel_softmax_nan_propagates_and_temperature_derivative_matches_finite
 
   h = 1e-2
   np.testing.assert_allclose(jax.grad(loss)(0.5), (loss(0.5 + h) - loss(0.5 - h)) / (2 * h), rtol=2e-2)
+
+
+def test_relax_unbiased_with_power_on_categorical_variables():
+  """RELAX with a fixed (untrained) control variate on the one-hot categorical toy: unbiased, 1.2x fails."""
+  def control_variate(phi, z):
+    return phi["eta"] * CAT.f(jax.nn.softmax(z / phi["tau"], axis=-1)) + jnp.sum(phi["w"] * z)
+
+  phi = {"eta": jnp.asarray(0.9), "tau": jnp.asarray(0.6), "w": 0.05 * jnp.ones((2, 4))}
+  est = R.relax(CAT.f, CAT.dist_fn, control_variate=control_variate, control_params=phi, num_samples=4,
+                control_evaluations=1)
+  truth = CAT.true_grad(CAT.params)
+  assert_unbiased_with_power(est, CAT.params, jax.random.key(8), target=truth,
+                             wrong_target=scale_tree(truth, 1.2), num_replicates=2000)
