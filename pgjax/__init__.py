@@ -1,13 +1,14 @@
 r"""pgjax: gradients of expectations of functions that cannot be differentiated.
 
-Score-function (REINFORCE) estimators with variance reduction, zeroth-order
-(Gaussian smoothing / ES) gradients, the cross-entropy method and natural
-gradients, as pure JAX functions.
+Score-function (REINFORCE) estimators with variance reduction, measure-valued gradients, control variates,
+estimators for discrete variables (ARM/DisARM, Gumbel-softmax, REBAR/RELAX, unordered sets), zeroth-order
+(Gaussian smoothing / ES) gradients, natural evolution strategies, the cross-entropy method, natural gradients
+and reinforcement-learning trainers, as pure JAX functions. Every estimator is ``(key, params) -> (grads, aux)``.
 """
 
 __version__ = "0.1.0"
 
-# --- foundation (score-function family, baselines, problems, sweeps, testing)
+# --- score-function family, baselines, problems, sweeps, testing
 from pgjax import baselines
 from pgjax import losses
 from pgjax import problems
@@ -18,23 +19,23 @@ from pgjax._src.score_function import pathwise
 from pgjax._src.score_function import score_function
 from pgjax._src.losses import score_function_surrogate
 
-# --- natural gradient (issue 3)
+# --- natural gradient
 from pgjax import natural
 
-# --- zeroth-order and cross-entropy method (issue 6)
+# --- zeroth order, search distributions (NES, CEM), fitness shaping
 from pgjax import cem
 from pgjax import nes
 from pgjax import shaping
 from pgjax._src.noise import noise_table
 from pgjax._src.zeroth_order import zeroth_order
 
-# --- reinforcement learning (issue 4)
+# --- reinforcement learning
 from pgjax import algos
 from pgjax import envs
 from pgjax import returns
 from pgjax._src.rollout import rollout
 
-# --- measure-valued gradients, control variates, ARM/DisARM (issue 11)
+# --- measure-valued gradients, control variates, estimators for discrete variables
 from pgjax._src.arm import arm
 from pgjax._src.arm import disarm
 from pgjax._src.control_variates import control_variate
