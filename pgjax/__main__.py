@@ -1,8 +1,7 @@
 """``python -m pgjax CONFIG`` runs a variance grid (same as ``python -m pgjax.sweep CONFIG``)."""
 
-import sys
-
+from pgjax._src.grid.cli import exit_with
 from pgjax._src.grid.cli import main
 
 if __name__ == "__main__":
-  sys.exit(main(prog="python -m pgjax"))
+  exit_with(main(prog="python -m pgjax"))

@@ -62,6 +62,17 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m pgjax.sweep")
   return EXIT_OK
 
 
+def exit_with(status: int) -> None:
+  """Ends the process with ``status``. After Ctrl-C the abandoned group may still be running in a worker
+  thread, and tearing the interpreter down under it can crash the process, so an interrupted run leaves
+  through ``os._exit`` (streams flushed; every finished cell is already on disk)."""
+  if status == EXIT_INTERRUPTED:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  sys.exit(status)
+
+
 def console_main() -> None:
   """Console-script entry point ``pgjax-sweep CONFIG`` (installed by pip)."""
-  sys.exit(main(prog="pgjax-sweep"))
+  exit_with(main(prog="pgjax-sweep"))
