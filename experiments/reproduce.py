@@ -10,7 +10,7 @@ a pass) and its figures. An experiment that crashes, times out or writes no JSON
 the end of its output, and the rest still run.
 
 Timeouts: ``--timeout SECONDS`` per experiment, or by default a budget (120 s quick, 2 h full) scaled by a
-short calibration of this machine's current speed (a fixed workload timed against a quiet machine, and the
+short calibration of this machine's current speed, repeated before each experiment (a fixed workload timed against a quiet machine, and the
 load average; a loaded machine gets proportionally more time, at least the budget, at most 30 times it).
 
 Usage (from the repository root)::
@@ -276,13 +276,15 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   out = os.path.abspath(os.path.join(ROOT, args.out) if not os.path.isabs(args.out) else args.out)
   os.makedirs(os.path.join(out, "logs"), exist_ok=True)
-  if args.timeout is not None:
-    timeout, how = args.timeout, "set by --timeout"
-  else:
-    slowness = calibrate()
-    timeout = (QUICK_BUDGET_S if args.quick else FULL_BUDGET_S) * slowness
-    how = f"budget x measured slowness {slowness:.2f}"
-  machine = f"{_load()} at the start; per-experiment timeout {timeout:.0f} s ({how})"
+  budget = QUICK_BUDGET_S if args.quick else FULL_BUDGET_S
+
+  def limit() -> float:
+    """--timeout, or the budget times the machine's slowness measured just now (load changes during a run)."""
+    return args.timeout if args.timeout is not None else budget * calibrate(repeats=5)
+
+  how = ("set by --timeout" if args.timeout is not None else
+         f"{budget:.0f} s x the slowness measured before each experiment")
+  machine = f"{_load()} at the start; per-experiment timeout {how}"
   print(machine, flush=True)
   started = time.time()
   entries = []
@@ -292,13 +294,15 @@ def main(argv=None) -> int:
     print(f"[{i + 1}/{len(names)}] {name} ...", flush=True)
     json_path = os.path.join(out, f"{name}.json")
     before = os.path.getmtime(json_path) if os.path.exists(json_path) else None
+    timeout = limit()
     res = run(cmd, timeout, os.path.join(out, "logs", f"{name}.log"))
-    entry = {"name": name, **res,
+    entry = {"name": name, **res, "timeout_s": round(timeout),
              "command": " ".join(["python -m", f"experiments.{name}"] + (["--quick"] if args.quick else [])
                                  + ["--out", args.out])}
     _collect(entry, json_path, before)
     cl = entry.get("claims", [])
-    print(f"    {entry['status']}, {entry['seconds']} s (CPU {entry['cpu_seconds']} s), claims {sum(bool(c['passed']) for c in cl)}/{len(cl)}, "
+    print(f"    {entry['status']}, {entry['seconds']} s (CPU {entry['cpu_seconds']} s, limit {timeout:.0f} s), "
+          f"claims {sum(bool(c['passed']) for c in cl)}/{len(cl)}, "
           f"measurements {len(entry.get('measurements', []))}"
           + (f", {entry['json_error']}" if entry.get("json_error") else ""), flush=True)
     entries.append(entry)
@@ -311,7 +315,7 @@ def main(argv=None) -> int:
       cmd = [sys.executable, "-m", "pgjax", os.path.relpath(cfg, ROOT), "--out", grid_out,
              "--no-progress"] + (["--quick"] if args.quick else [])
       print(f"[grid] {name} ...", flush=True)
-      res = run(cmd, timeout, os.path.join(out, "logs", f"grid_{name}.log"))
+      res = run(cmd, limit(), os.path.join(out, "logs", f"grid_{name}.log"))
       entry = {"name": name, **res, "command": "python -m pgjax " + os.path.relpath(cfg, ROOT)
                + (" --quick" if args.quick else "")}
       results_json = os.path.join(grid_out, "results.json")
