@@ -333,14 +333,7 @@ if hasattr(pgjax, "gumbel_softmax"):
 
 # Known defects in other modules, each failing deterministically: {(case, group): reason}. Strict: when the
 # defect is fixed the test turns red and the marker is removed.
-XFAIL: dict[tuple[str, str], str] = {
-    ("gumbel_softmax[straight_through=False]", "nan_policy"):
-        "gumbel_softmax returns a finite gradient when f is NaN at a relaxed sample",
-    ("gumbel_softmax[straight_through=True]", "nan_policy"):
-        "gumbel_softmax returns a finite gradient when f is NaN at a sample",
-    ("gumbel_softmax[straight_through=True]", "hyperparameter"):
-        "straight-through: d|g|^2/dtemperature by jax.grad (0.046) differs from finite differences (0.061)",
-}
+XFAIL: dict[tuple[str, str], str] = {}
 
 
 def _group(property_name: str) -> str:
@@ -370,10 +363,19 @@ def _groups(kw: dict) -> list[str]:
 
 
 def _family(name: str) -> str:
-  """Cases compiled together: one estimator family (zeroth order: one scheme) per program."""
+  """Cases compiled together (up to about 6 estimators per program: few programs, each test under 15 s)."""
   if name.startswith("zeroth_order["):
-    return "zeroth_order:" + name[len("zeroth_order["):].split(",")[0].rstrip("]")
-  return name.split("[")[0]
+    fields = name[len("zeroth_order["):].rstrip("]").split(",")
+    if fields[0] in ("plain", "antithetic"):
+      return "zeroth_order:" + ",".join(fields[:2]) + (":baselines" if len(fields) == 4 else "")
+    return "zeroth_order:" + ("forward" if fields[0] == "forward" else "other")
+  if name.startswith("score_function["):
+    if "optimal" in name:
+      return "score_function:optimal"
+    return "score_function:" + ("a" if name.split("[")[1].split("]")[0] in ("none", "constant", "number", "mean")
+                                else "b")
+  return {"disarm": "arm", "exact_gradient": "pathwise", "rebar": "relaxations", "relax": "relaxations",
+          "gumbel_softmax": "relaxations"}.get(name.split("[")[0], name.split("[")[0])
 
 
 @functools.lru_cache(maxsize=None)
