@@ -329,6 +329,13 @@ if hasattr(pgjax, "gumbel_softmax"):
                                                      num_samples=3), 0.8)}
 
 
+if hasattr(pgjax, "unordered_set"):
+  for _with_baseline in (True, False):
+    new_case(f"unordered_set[baseline={_with_baseline}]", pgjax.unordered_set, BANDIT.f, bandit_nan_f,
+             bandit_dist, BANDIT.params, num_samples=2, baseline=_with_baseline, full=_with_baseline,
+             bad_arguments=[(lambda: pgjax.unordered_set(BANDIT.f, bandit_dist, num_samples=0), "num_samples")])
+
+
 # --- the tests ---------------------------------------------------------------------------------------------
 
 # Known defects in other modules, each failing deterministically: {(case, group): reason}. Strict: when the
@@ -411,7 +418,7 @@ def test_every_public_estimator_has_a_case():
   """A new public estimator factory must get a case here."""
   covered = {name.split("[")[0] for name in CASES}
   factories = {"score_function", "pathwise", "exact_gradient", "zeroth_order", "measure_valued",
-               "control_variate", "arm", "disarm", "gumbel_softmax", "rebar", "relax"}
+               "control_variate", "arm", "disarm", "gumbel_softmax", "rebar", "relax", "unordered_set"}
   public = {n for n in pgjax.__all__ if n in factories}
   assert public <= covered, f"no conformance case for {sorted(public - covered)}"
 
