@@ -10,6 +10,7 @@ tree, variant, hyperparameter and NaN case.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import distrax
 import jax
@@ -414,13 +415,15 @@ def test_conformance(name, group):
   assert not failed, f"{name}:\n" + "\n".join(f"  {r.name}: {r.message}" for r in failed)
 
 
+NOT_ESTIMATOR_FACTORIES = {"noise_table", "rollout", "score_function_surrogate"}
+
+
 def test_every_public_estimator_has_a_case():
-  """A new public estimator factory must get a case here."""
+  """A new public estimator factory (any public function of ``pgjax`` but the listed others) needs a case."""
   covered = {name.split("[")[0] for name in CASES}
-  factories = {"score_function", "pathwise", "exact_gradient", "zeroth_order", "measure_valued",
-               "control_variate", "arm", "disarm", "gumbel_softmax", "rebar", "relax", "unordered_set"}
-  public = {n for n in pgjax.__all__ if n in factories}
-  assert public <= covered, f"no conformance case for {sorted(public - covered)}"
+  public = {n for n in pgjax.__all__ if callable(getattr(pgjax, n)) and not inspect.ismodule(getattr(pgjax, n))}
+  missing = public - covered - NOT_ESTIMATOR_FACTORIES
+  assert not missing, f"no conformance case for {sorted(missing)}"
 
 
 def test_every_score_function_baseline_has_a_case():
