@@ -146,8 +146,7 @@ def background_page() -> str:
          "The public docstrings are the reference; several of them point to the docstring of the module that",
          "implements them (\"see the module docstring\", a table, the derivation, the references). Those module",
          "docstrings are collected here. The modules themselves are private: import from ``pgjax`` and its public",
-         "submodules.\n",
-         ".. contents:: Modules\n   :local:\n   :depth: 1\n"]
+         "submodules. (The sidebar lists the modules.)\n"]
   for name in background_modules():
     out.append(_title(f"``{name}``", "-"))
     out.append(f".. automodule:: {name}\n   :no-members:\n")
