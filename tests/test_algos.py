@@ -25,14 +25,26 @@ _COMMON = dict(env="LinearSystem", env_params=LINEAR, policy=algos.linear_gaussi
 
 # name: (config, bound on max over 8 seeds of |k - k*| after 10 iterations; the start is |0 - k*| = 0.618).
 # Measured maxima over the 8 seeds of key 0: REINFORCE 0.20, NPG 0.36, TRPO 0.31, ES 0.14, parameter CEM
-# 0.25, episode CEM 0.31.
+# 0.25, episode CEM 0.31, SNES 0.48; with the learned critic (lambda = 1, no truncation bootstrap: the 20-step return is
+# the objective): REINFORCE CRITIC_REINFORCE, TRPO CRITIC_TRPO.
+# Every config also evaluates the greedy policy after iterations 5 and 10 (eval_return), which must match the
+# exact return of the final gain.
+_EVAL = dict(eval_every=5, eval_episodes=4096, eval_max_steps=20)
+_CRITIC = dict(critic=True, gae_lambda=1.0, bootstrap_truncation=False, critic_learning_rate=0.01,
+               critic_steps=10, critic_hidden_sizes=(16,))
 TRAINERS = {
-    "reinforce": (algos.ReinforceConfig(num_envs=16, learning_rate=0.05, **_COMMON), 0.3),
-    "npg": (algos.NaturalPGConfig(method="npg", num_envs=16, step_size=0.3, **_COMMON), 0.45),
-    "trpo": (algos.NaturalPGConfig(method="trpo", num_envs=16, max_kl=0.02, **_COMMON), 0.45),
-    "es": (algos.ESConfig(num_directions=16, sigma=0.1, learning_rate=0.05, **_COMMON), 0.3),
-    "param_cem": (algos.ParamCEMConfig(population_size=16, **_COMMON), 0.4),
-    "episode_cem": (algos.EpisodeCEMConfig(num_episodes=16, elite_fraction=0.25, num_epochs=4, **_COMMON), 0.45),
+    "reinforce": (algos.ReinforceConfig(num_envs=16, learning_rate=0.05, **_COMMON, **_EVAL), 0.3),
+    "reinforce_critic": (algos.ReinforceConfig(num_envs=16, learning_rate=0.05, **_COMMON, **_EVAL, **_CRITIC),
+                         0.45),
+    "npg": (algos.NaturalPGConfig(method="npg", num_envs=16, step_size=0.3, **_COMMON, **_EVAL), 0.45),
+    "trpo": (algos.NaturalPGConfig(method="trpo", num_envs=16, max_kl=0.02, **_COMMON, **_EVAL), 0.45),
+    "trpo_critic": (algos.NaturalPGConfig(method="trpo", num_envs=16, max_kl=0.02, **_COMMON, **_EVAL, **_CRITIC),
+                    0.45),
+    "es": (algos.ESConfig(num_directions=16, sigma=0.1, learning_rate=0.05, **_COMMON, **_EVAL), 0.3),
+    "param_cem": (algos.ParamCEMConfig(population_size=16, **_COMMON, **_EVAL), 0.4),
+    "episode_cem": (algos.EpisodeCEMConfig(num_episodes=16, elite_fraction=0.25, num_epochs=4, **_COMMON, **_EVAL),
+                    0.45),
+    "nes": (algos.NESConfig(population_size=16, **_COMMON, **_EVAL), 0.6),
 }
 
 
@@ -40,11 +52,20 @@ TRAINERS = {
 def test_trainer_moves_the_gain_toward_the_riccati_gain(name):
   config, bound = TRAINERS[name]
   params, metrics = jax.jit(jax.vmap(algos.make_train(config)))(jax.random.split(jax.random.key(0), 8))
-  err = np.abs(np.asarray(params["gain"]) - K_STAR)
+  gain = np.asarray(params["gain"])
+  err = np.abs(gain - K_STAR)
   assert err.shape == (8,)
   assert np.all(err < bound), err                       # from 0.618 at the start
-  assert len(np.unique(np.asarray(params["gain"]))) == 8   # seeds differ
+  assert len(np.unique(gain)) == 8   # seeds differ
   assert np.all(np.isfinite(np.asarray(jax.tree.leaves(metrics)[0])))
+  # eval_return: [seeds, ceil(10 / 5)], the last after the final update. The greedy return of gain k is
+  # -c s_0^2 with s_0 ~ N(0, 1): the mean of 4096 episodes has relative standard error sqrt(2 / 4096).
+  evals = np.asarray(metrics.eval_return)
+  assert evals.shape == (8, 2)
+  exact = np.array([float(envs.linear_system_expected_return(LINEAR, k, 0.0, horizon=20)) for k in gain])
+  tol = 5 * np.sqrt(2.0 / 4096)
+  assert np.all(np.abs(evals[:, -1] / exact - 1.0) < tol), (evals[:, -1], exact)
+  assert not np.any(np.abs(evals[:, -1] / (1.2 * exact) - 1.0) < tol)   # power: a 20% error would fail
 
 
 def test_reinforce_cartpole_improves_in_a_few_iterations():
@@ -66,7 +87,8 @@ def test_config_is_a_frozen_pytree_and_numeric_fields_can_be_vmapped():
   with pytest.raises(Exception):
     config.learning_rate = 1.0  # frozen
   leaves = jax.tree.leaves(config)
-  assert len(leaves) == 4  # learning_rate, discount, entropy_coef, max_grad_norm (env_params None)
+  # learning_rate, discount, entropy_coef, max_grad_norm, critic_learning_rate, gae_lambda (env_params None)
+  assert len(leaves) == 6
   lrs = jnp.array([0.0, 0.05])
 
   @chex.assert_max_traces(n=1)
@@ -115,3 +137,47 @@ def test_old_import_paths_still_work():
   from pgjax._src import trajectory_losses  # noqa: F401  (merged into losses)
   assert _common.mlp_policy is algos.mlp_policy and _common.make_env is algos.make_env
   assert trajectory_losses.reinforce_loss is __import__("pgjax").losses.reinforce_loss
+
+
+def test_evaluation_leaves_training_unchanged_and_is_empty_when_off():
+  config = algos.ReinforceConfig(num_envs=4, learning_rate=0.05, **_COMMON)
+  p0, m0 = jax.jit(algos.make_train(config))(jax.random.key(3))
+  p1, m1 = jax.jit(algos.make_train(config.replace(eval_every=3, eval_episodes=2, eval_max_steps=20)))(
+      jax.random.key(3))
+  np.testing.assert_array_equal(p0["gain"], p1["gain"])
+  np.testing.assert_array_equal(m0.episode_return, m1.episode_return)
+  assert m0.eval_return.shape == (0,) and m1.eval_return.shape == (4,)   # ceil(10 / 3)
+  with pytest.raises(ValueError, match="eval_every"):
+    algos.make_train(config.replace(eval_every=0))
+
+
+# Acrobot cut at 50 steps: a random policy never swings up that fast, so every episode is truncated with the
+# same return -50 and the per-time-step batch baseline makes every advantage 0 up to rounding (the gradient
+# norm is ~1e-7, which advantage normalisation or TRPO's step scaling would blow up into a random step; so
+# unnormalised advantages here). Measured gradient norms: 0.8e-7 to 1.7e-7 without the critic, 1.5 to 2.4 with it.
+_ACROBOT = dict(env="Acrobot-v1", num_envs=4, num_steps=50, num_iterations=2, hidden_sizes=(16,),
+                critic_hidden_sizes=(16,), normalize_advantages=False)
+
+
+@pytest.fixture(scope="module")
+def acrobot_params():
+  env, env_params = algos.make_env("Acrobot-v1")
+  return env_params.replace(max_steps_in_episode=50)
+
+
+@pytest.mark.parametrize("trainer", ["reinforce", "trpo"])
+def test_learned_critic_moves_the_policy_when_every_episode_is_truncated(trainer, acrobot_params):
+  make = (algos.ReinforceConfig if trainer == "reinforce"
+          else lambda **kw: algos.NaturalPGConfig(method="trpo", **kw))
+  keys = jax.random.split(jax.random.key(0), 2)
+  runs = {}
+  for critic in (False, True):
+    config = make(env_params=acrobot_params, critic=critic, **_ACROBOT)
+    runs[critic] = jax.jit(jax.vmap(algos.make_train(config)))(keys)[1]
+  off, on = runs[False], runs[True]
+  np.testing.assert_array_equal(off.episode_return, -50.0)   # every episode truncated, every iteration
+  assert np.all(np.asarray(off.grad_norm) < 1e-5), off.grad_norm    # the batch baseline's failure
+  assert np.all(np.asarray(on.grad_norm) > 0.1), on.grad_norm       # the critic's advantages are not 0
+  assert np.all(np.asarray(on.value_loss) > 0.0) and np.all(np.isfinite(np.asarray(on.value_loss)))
+  if trainer == "trpo":
+    assert np.all(np.asarray(on.kl) > 0.0) and np.all(np.asarray(on.kl) <= 1.5 * 0.01), on.kl

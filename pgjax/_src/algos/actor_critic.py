@@ -26,7 +26,8 @@ import numpy as np
 
 from pgjax._src.algos.policies import Policy
 
-__all__ = ["ActorCritic", "EvalFn", "evaluate_policy", "mlp_actor_critic", "running_episode_returns",
+__all__ = ["ActorCritic", "Critic", "EvalFn", "critic_advantages", "evaluate_policy", "fit_critic",
+           "make_evaluation", "mlp_actor_critic", "mlp_critic", "running_episode_returns", "scan_iterations",
            "scan_with_evaluation", "value_loss"]
 
 
@@ -195,6 +196,17 @@ def scan_with_evaluation(update: Callable, evaluate: Callable[[jax.Array, Any], 
     return carry, metrics, None
   blocks, rest = divmod(num_updates, eval_every)
   eval_keys = jax.random.split(k_eval, blocks + (rest > 0))
+  return _scan_blocks(update, evaluate, carry, keys, eval_keys, eval_every)
+
+
+def _num_evaluations(num_updates: int, eval_every: int | None) -> int:
+  return 0 if eval_every is None else -(-num_updates // eval_every)
+
+
+def _scan_blocks(update, evaluate, carry, keys, eval_keys, eval_every):
+  """The evaluated scan of :func:`scan_with_evaluation` on given update and evaluation keys."""
+  num_updates = keys.shape[0]
+  blocks, rest = divmod(num_updates, eval_every)
 
   def block(c, xs):
     block_keys, ek = xs
@@ -213,3 +225,123 @@ def scan_with_evaluation(update: Callable, evaluate: Callable[[jax.Array, Any], 
     evals.append(evaluate(eval_keys[-1], carry)[None])
   metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if len(parts) > 1 else parts[0]
   return carry, metrics, jnp.concatenate(evals)
+
+
+def scan_iterations(update: Callable, evaluate: Callable[[jax.Array, Any], jax.Array] | None, carry: Any,
+                    key: jax.Array, *, num_updates: int, eval_every: int | None):
+  r"""Like :func:`scan_with_evaluation`, with the key stream of a plain ``lax.scan``: update ``i`` gets
+  ``jax.random.split(key, num_updates + E)[i]`` and the ``E`` evaluations the remaining keys.
+
+  With JAX's default partitionable Threefry, ``split(key, n + E)[:n] == split(key, n)``, so switching
+  the evaluation on or off leaves the training run (and its metrics) unchanged.
+
+  Returns:
+    ``(carry, metrics, evaluations)`` with evaluations ``[E]``, ``E = ceil(num_updates / eval_every)``, or
+    an empty ``[0]`` float32 array when ``eval_every`` (or ``evaluate``) is ``None``.
+  """
+  if evaluate is None or eval_every is None:
+    carry, metrics = jax.lax.scan(update, carry, jax.random.split(key, num_updates))
+    return carry, metrics, jnp.zeros((0,), jnp.float32)
+  num_evals = _num_evaluations(num_updates, eval_every)
+  keys = jax.random.split(key, num_updates + num_evals)
+  return _scan_blocks(update, evaluate, carry, keys[:num_updates], keys[num_updates:], eval_every)
+
+
+def make_evaluation(policy_apply: Callable[[Any, Any], Any], env: Any, env_params: Any,
+                    config: Any) -> EvalFn | None:
+  """The evaluation a trainer config asks for (its ``eval_every``, ``eval_episodes``, ``eval_max_steps``,
+  ``eval_greedy`` fields) as ``eval_fn(key, policy_params)``, or ``None`` when ``eval_every`` is ``None``.
+
+  Raises:
+    ValueError: a non-positive ``eval_every``, ``eval_episodes`` or ``eval_max_steps``.
+  """
+  from pgjax._src.validation import check_positive_int  # pylint: disable=import-outside-toplevel
+
+  if config.eval_every is None:
+    return None
+  check_positive_int(config.eval_every, "eval_every")
+  return evaluate_policy(policy_apply, env, env_params,
+                         num_episodes=check_positive_int(config.eval_episodes, "eval_episodes"),
+                         max_steps=check_positive_int(config.eval_max_steps, "eval_max_steps"),
+                         greedy=bool(config.eval_greedy))
+
+
+class _ValueNet(nn.Module):
+  hidden_sizes: Sequence[int]
+  activation: Callable = nn.tanh
+
+  @nn.compact
+  def __call__(self, x):
+    h = _Torso(self.hidden_sizes, self.activation, name="critic_torso")(x)
+    return nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="critic_head")(h)[..., 0]
+
+
+class Critic(NamedTuple):
+  """``init(key) -> params`` and ``apply(params, obs) -> value`` (batched over leading observation dims)."""
+
+  init: Callable[[jax.Array], Any]
+  apply: Callable[[Any, Any], jax.Array]
+
+
+def mlp_critic(env: Any, env_params: Any, hidden_sizes: Sequence[int] = (64, 64), *,
+               activation: Callable = nn.tanh) -> Critic:
+  r"""A flax value network :math:`V(s)` for ``env``'s observations (the critic of :func:`mlp_actor_critic`
+  alone: orthogonal initialisation, gain :math:`\sqrt 2` hidden and 1 at the head)."""
+  obs0, _ = env.reset(jax.random.key(0), env_params)
+  net = _ValueNet(tuple(hidden_sizes), activation)
+
+  def init(key):
+    return net.init(key, jnp.zeros(jnp.shape(obs0), jnp.float32))
+
+  def apply(params, obs):
+    return net.apply(params, jnp.asarray(obs, jnp.float32))
+
+  return Critic(init, apply)
+
+
+def critic_advantages(critic_apply: Callable[[Any, Any], jax.Array], critic_params: Any, traj: Any, *,
+                      discount: Any, gae_lambda: Any,
+                      bootstrap_truncation: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+  r"""GAE advantages of a ``[T, B]`` trajectory with a learned value (gradients stopped).
+
+  The recursion stops at every episode end and bootstraps the window's unfinished episodes from
+  :math:`V(s_T)` (``traj.final.obs``); with ``bootstrap_truncation`` a time-limit truncation at step
+  :math:`t` adds :math:`\gamma V(s_{t+1})` (``traj.next_obs``) to :math:`r_t` (Pardo et al. 2018).
+
+  Returns:
+    ``(advantages, value_targets, values)``, each ``[T, B]``; ``value_targets = advantages + values``
+    (the :math:`\lambda`-returns).
+  """
+  from pgjax._src import returns as _returns  # pylint: disable=import-outside-toplevel
+
+  values = jax.lax.stop_gradient(critic_apply(critic_params, traj.obs))
+  last = jax.lax.stop_gradient(critic_apply(critic_params, traj.final.obs))
+  rewards = traj.rewards
+  if bootstrap_truncation:
+    next_values = jax.lax.stop_gradient(critic_apply(critic_params, traj.next_obs))
+    cut = jnp.logical_and(traj.truncations, jnp.logical_not(traj.terminations))
+    rewards = rewards + jnp.where(cut, discount * next_values, 0.0)
+  adv = _returns.gae(rewards, values, traj.dones, discount=discount, lambda_=gae_lambda, bootstrap_value=last)
+  adv = jax.lax.stop_gradient(adv)
+  return adv, adv + values, values
+
+
+def fit_critic(critic_apply: Callable[[Any, Any], jax.Array], tx: Any, critic_params: Any, opt_state: Any,
+               obs: Any, targets: jax.Array, *, num_steps: int) -> tuple[Any, Any, jax.Array]:
+  """``num_steps`` full-batch optax steps on :func:`value_loss` (one ``lax.scan``), as TRPO's reference
+  fits its value function after each policy update.
+
+  Returns:
+    ``(critic_params, opt_state, loss_before)``: the value loss on ``targets`` before the first step.
+  """
+  loss_fn = lambda p: value_loss(critic_apply(p, obs), targets)
+  grad_fn = jax.value_and_grad(loss_fn)
+
+  def step(c, _):
+    p, s = c
+    loss, g = grad_fn(p)
+    updates, s = tx.update(g, s, p)
+    return (jax.tree.map(lambda a, u: a + u, p, updates), s), loss
+
+  (critic_params, opt_state), losses = jax.lax.scan(step, (critic_params, opt_state), None, length=num_steps)
+  return critic_params, opt_state, losses[0]

@@ -30,6 +30,7 @@ import optax
 from flax import struct
 
 from pgjax._src import returns as _returns
+from pgjax._src.algos.actor_critic import make_evaluation, scan_iterations
 from pgjax._src.algos.policies import Policy, mlp_policy, policy_log_prob_entropy
 from pgjax._src.algos.training import make_env
 from pgjax._src.rollout import rollout
@@ -53,6 +54,9 @@ class EpisodeCEMConfig:
     elite_fraction: fraction of episodes kept, in (0, 1]. Static (it sets a shape).
     num_epochs: optax steps on the elite data per iteration. Static.
     learning_rate: Adam step size. Traced.
+    eval_every, eval_episodes, eval_max_steps, eval_greedy: evaluation of the policy with
+      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last (``None``: never),
+      as in :class:`pgjax.algos.ReinforceConfig`. Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -65,15 +69,30 @@ class EpisodeCEMConfig:
   elite_fraction: float = struct.field(pytree_node=False, default=0.3)
   num_epochs: int = struct.field(pytree_node=False, default=1)
   learning_rate: float = 0.01
+  eval_every: int | None = struct.field(pytree_node=False, default=None)
+  eval_episodes: int = struct.field(pytree_node=False, default=8)
+  eval_max_steps: int = struct.field(pytree_node=False, default=500)
+  eval_greedy: bool = struct.field(pytree_node=False, default=True)
 
 
 class EpisodeCEMMetrics(NamedTuple):
-  """Per-iteration metrics, each ``[num_iterations]``."""
+  """Per-iteration metrics, each ``[num_iterations]`` except ``eval_return``.
 
-  episode_return: jax.Array  # mean return of the played episodes
-  elite_threshold: jax.Array  # lowest return among the elite
-  elite_return: jax.Array  # mean elite return
-  loss: jax.Array  # cross-entropy on the elite after the update
+  Attributes:
+    episode_return: training metric: mean undiscounted return of the first episode of each window played
+      with the *sampling* (stochastic) policy before the update, cut at ``num_steps``.
+    elite_threshold: lowest return among the elite.
+    elite_return: mean elite return.
+    loss: cross-entropy on the elite after the update.
+    eval_return: ``[E]``, :func:`pgjax.algos.evaluate_policy` of the policy every ``eval_every``
+      iterations and after the last (``[0]`` without ``eval_every``); comparable across trainers.
+  """
+
+  episode_return: jax.Array
+  elite_threshold: jax.Array
+  elite_return: jax.Array
+  loss: jax.Array
+  eval_return: jax.Array
 
 
 def make_episode_cem_train(config: EpisodeCEMConfig):
@@ -88,6 +107,8 @@ def make_episode_cem_train(config: EpisodeCEMConfig):
   env, env_params = make_env(config.env, config.env_params)
   policy = config.policy or mlp_policy(env, env_params, config.hidden_sizes)
   tx = optax.adam(config.learning_rate)
+  evaluate = make_evaluation(policy.apply, env, env_params, config)
+  evaluate_carry = None if evaluate is None else (lambda k, carry: evaluate(k, carry[0]))
 
   def ce_loss(params, obs, actions, mask):
     lp, _ = policy_log_prob_entropy(policy, params, obs, actions)
@@ -115,12 +136,11 @@ def make_episode_cem_train(config: EpisodeCEMConfig):
         return (optax.apply_updates(p, updates), s), None
 
       (params, opt_state), _ = jax.lax.scan(epoch, (params, opt_state), None, length=num_epochs)
-      metrics = EpisodeCEMMetrics(jnp.mean(ep_return), elite_ret[-1], jnp.mean(elite_ret),
-                                  ce_loss(params, obs, actions, m))
+      metrics = (jnp.mean(ep_return), elite_ret[-1], jnp.mean(elite_ret), ce_loss(params, obs, actions, m))
       return (params, opt_state), metrics
 
-    (params, _), metrics = jax.lax.scan(iteration, (params, opt_state),
-                                        jax.random.split(k_loop, num_iterations))
-    return params, metrics
+    (params, _), metrics, evals = scan_iterations(iteration, evaluate_carry, (params, opt_state), k_loop,
+                                                  num_updates=num_iterations, eval_every=config.eval_every)
+    return params, EpisodeCEMMetrics(*metrics, eval_return=evals)
 
   return train

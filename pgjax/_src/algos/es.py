@@ -23,6 +23,7 @@ import optax
 from flax import struct
 
 from pgjax._src import returns as _returns
+from pgjax._src.algos.actor_critic import make_evaluation, scan_iterations
 from pgjax._src.algos.policies import Policy, mlp_policy
 from pgjax._src.algos.training import make_env, make_optimizer
 from pgjax._src.rollout import rollout
@@ -48,6 +49,9 @@ class ESConfig:
     learning_rate: step size of the optimiser. Traced.
     optimizer: ``"adam"``, ``"sgd"`` (with ``learning_rate``) or any ``optax.GradientTransformation``
       (e.g. ``optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(3e-3))``). Static.
+    eval_every, eval_episodes, eval_max_steps, eval_greedy: evaluation of the unperturbed params with
+      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last (``None``: never),
+      as in :class:`pgjax.algos.ReinforceConfig`. Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -64,14 +68,29 @@ class ESConfig:
   sigma: float = 0.1
   learning_rate: float = 0.03
   optimizer: Any = struct.field(pytree_node=False, default="adam")
+  eval_every: int | None = struct.field(pytree_node=False, default=None)
+  eval_episodes: int = struct.field(pytree_node=False, default=8)
+  eval_max_steps: int = struct.field(pytree_node=False, default=500)
+  eval_greedy: bool = struct.field(pytree_node=False, default=True)
 
 
 class ESMetrics(NamedTuple):
-  """Per-iteration metrics, each ``[num_iterations]``."""
+  r"""Per-iteration metrics, each ``[num_iterations]`` except ``eval_return``.
 
-  episode_return: jax.Array  # mean fitness over the perturbed population
+  Attributes:
+    episode_return: training metric: mean fitness of the *perturbed* population
+      :math:`\theta + \sigma u_i` (its mode's return by default, ``deterministic``), not of
+      :math:`\theta` itself.
+    max_return: best fitness in the perturbed population.
+    grad_norm: norm of the smoothed-fitness gradient estimate.
+    eval_return: ``[E]``, :func:`pgjax.algos.evaluate_policy` of the unperturbed params every ``eval_every``
+      iterations and after the last (``[0]`` without ``eval_every``); comparable across trainers.
+  """
+
+  episode_return: jax.Array
   max_return: jax.Array
   grad_norm: jax.Array
+  eval_return: jax.Array
 
 
 def episode_fitness(policy: Policy, env: Any, env_params: Any, *, num_steps: int, num_episodes: int,
@@ -102,6 +121,8 @@ def make_es_train(config: ESConfig):
   estimator = zeroth_order(fitness, num_directions=config.num_directions, sigma=config.sigma,
                            scheme=config.scheme, shaping=config.shaping, f_takes_key=True)
   tx = make_optimizer(config.optimizer, config.learning_rate)
+  evaluate = make_evaluation(policy.apply, env, env_params, config)
+  evaluate_carry = None if evaluate is None else (lambda k, carry: evaluate(k, carry[0]))
 
   def train(key):
     k_init, k_loop = jax.random.split(key)
@@ -113,10 +134,10 @@ def make_es_train(config: ESConfig):
       g, aux = estimator(k, params)
       updates, opt_state = tx.update(jax.tree.map(jnp.negative, g), opt_state, params)
       params = optax.apply_updates(params, updates)
-      return (params, opt_state), ESMetrics(jnp.mean(aux.values), jnp.max(aux.values), optax.tree.norm(g))
+      return (params, opt_state), (jnp.mean(aux.values), jnp.max(aux.values), optax.tree.norm(g))
 
-    (params, _), metrics = jax.lax.scan(iteration, (params, opt_state),
-                                        jax.random.split(k_loop, num_iterations))
-    return params, metrics
+    (params, _), metrics, evals = scan_iterations(iteration, evaluate_carry, (params, opt_state), k_loop,
+                                                  num_updates=num_iterations, eval_every=config.eval_every)
+    return params, ESMetrics(*metrics, eval_return=evals)
 
   return train

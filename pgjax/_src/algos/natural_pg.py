@@ -18,8 +18,18 @@ Gauss-Newton product; the matrix is never formed). Then
   backtracking line search on the exact mean KL and the surrogate
   (:func:`pgjax.natural.backtracking_line_search`).
 
-No critic: the advantages are Monte-Carlo reward-to-go with a batch baseline (as in the original TRPO
-"single path" experiments without a learned value). Everything runs in one ``lax.scan``.
+By default the advantages are Monte-Carlo reward-to-go with a batch baseline (as in the original TRPO
+"single path" experiments without a learned value). With ``critic=True`` they are generalised advantages
+with a learned value function, the standard form of TRPO (Schulman et al., "High-dimensional continuous
+control using generalized advantage estimation", ICLR 2016): advantages from the current critic
+(:func:`pgjax.returns.gae`, bootstrapped at the window end and, with ``bootstrap_truncation``, at
+time-limit truncations), then the natural-gradient step, then ``critic_steps`` full-batch Adam steps of the
+critic on :func:`pgjax.algos.value_loss` towards the :math:`\lambda`-returns. The critic is a separate flax
+MLP whose params stay in the scan's carry (``train`` returns the policy params only). Everything runs in
+one ``lax.scan``.
+
+Evaluation (``eval_every``): :func:`pgjax.algos.evaluate_policy` on the policy params every ``eval_every``
+iterations and after the last, reported as ``metrics.eval_return``, the same metric in every trainer.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from pgjax._src import fisher as _fisher
 from pgjax._src import natural_gradient as _ng
 from pgjax._src import baselines as _baselines
 from pgjax._src import losses as tl
+from pgjax._src.algos.actor_critic import (critic_advantages, fit_critic, make_evaluation, mlp_critic,
+                                           scan_iterations)
 from pgjax._src.algos.policies import Policy, mlp_policy, policy_log_prob_entropy
 from pgjax._src.algos.training import episode_statistics, make_env
 from pgjax._src.rollout import rollout
@@ -58,6 +70,11 @@ class NaturalPGConfig:
     damping: :math:`\\lambda` in :math:`(F + \\lambda I)^{-1} g`. Traced.
     cg_iters: conjugate-gradient iterations. Static.
     line_search_steps: TRPO backtracking fractions tried. Static.
+    critic, critic_hidden_sizes, critic_learning_rate, critic_steps, gae_lambda, bootstrap_truncation: the
+      learned value baseline, as in :class:`pgjax.algos.ReinforceConfig` (``critic=True`` replaces
+      ``reward_to_go``, ``time_discount`` and ``baseline``).
+    eval_every, eval_episodes, eval_max_steps, eval_greedy: evaluation, as in
+      :class:`pgjax.algos.ReinforceConfig`.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -78,17 +95,43 @@ class NaturalPGConfig:
   damping: float = 0.1
   cg_iters: int = struct.field(pytree_node=False, default=10)
   line_search_steps: int = struct.field(pytree_node=False, default=10)
+  critic: bool = struct.field(pytree_node=False, default=False)
+  critic_hidden_sizes: Sequence[int] = struct.field(pytree_node=False, default=(64, 64))
+  critic_learning_rate: float = 1e-3
+  critic_steps: int = struct.field(pytree_node=False, default=5)
+  gae_lambda: float = 0.95
+  bootstrap_truncation: bool = struct.field(pytree_node=False, default=True)
+  eval_every: int | None = struct.field(pytree_node=False, default=None)
+  eval_episodes: int = struct.field(pytree_node=False, default=8)
+  eval_max_steps: int = struct.field(pytree_node=False, default=500)
+  eval_greedy: bool = struct.field(pytree_node=False, default=True)
 
 
 class NaturalPGMetrics(NamedTuple):
-  """Per-iteration metrics, each ``[num_iterations]``."""
+  r"""Per-iteration metrics, each ``[num_iterations]`` except ``eval_return``.
+
+  Attributes:
+    episode_return: training metric: mean undiscounted return of each environment's first episode in the
+      iteration's window of the *sampling* (stochastic) policy, cut at ``num_steps``.
+    completed_episode_return: mean return of the episodes that ended inside the window (0 if none).
+    grad_norm: :math:`|g|` of the per-step surrogate.
+    kl: exact mean :math:`KL(\pi_{old} \| \pi_{new})` over the visited states after the update.
+    step_fraction: TRPO: accepted line-search fraction (0: rejected); NPG: 1.
+    cg_residual: conjugate-gradient residual norm.
+    value_loss: critic's :func:`pgjax.algos.value_loss` on the iteration's targets before its fit (0
+      without a critic).
+    eval_return: ``[E]``, :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the
+      last (``[0]`` without ``eval_every``); comparable across trainers.
+  """
 
   episode_return: jax.Array
   completed_episode_return: jax.Array
-  grad_norm: jax.Array  # |g| of the per-step surrogate
-  kl: jax.Array  # exact mean KL(pi_old || pi_new) over the visited states after the update
-  step_fraction: jax.Array  # TRPO: accepted line-search fraction (0: rejected); NPG: 1
+  grad_norm: jax.Array
+  kl: jax.Array
+  step_fraction: jax.Array
   cg_residual: jax.Array
+  value_loss: jax.Array
+  eval_return: jax.Array
 
 
 def make_natural_pg_train(config: NaturalPGConfig):
@@ -105,15 +148,34 @@ def make_natural_pg_train(config: NaturalPGConfig):
   env, env_params = make_env(config.env, config.env_params)
   policy = config.policy or mlp_policy(env, env_params, config.hidden_sizes)
 
+  use_critic = bool(config.critic)
+  if use_critic:
+    critic_steps = check_positive_int(config.critic_steps, "critic_steps")
+    check_unit_interval(config.gae_lambda, "gae_lambda")
+    critic = mlp_critic(env, env_params, config.critic_hidden_sizes)
+    critic_tx = optax.adam(config.critic_learning_rate)
+  evaluate = make_evaluation(policy.apply, env, env_params, config)
+  evaluate_carry = None if evaluate is None else (lambda k, carry: evaluate(k, carry[0]))
+
   def train(key):
     k_init, k_loop = jax.random.split(key)
     params = policy.init(k_init)
+    critic_state = ()
+    if use_critic:
+      critic_params = critic.init(jax.random.fold_in(k_init, 1))
+      critic_state = (critic_params, critic_tx.init(critic_params))
 
-    def iteration(params, k):
+    def iteration(carry, k):
+      params, critic_state = carry
       traj = rollout(k, policy.apply, params, env, env_params, num_steps=num_steps, num_envs=num_envs)
-      w = tl.reinforce_weights(traj.rewards, traj.dones, discount=config.discount,
-                               reward_to_go=config.reward_to_go, time_discount=config.time_discount)
-      adv = tl.subtract_baseline(w, baseline)
+      if use_critic:
+        adv, targets, _ = critic_advantages(critic.apply, critic_state[0], traj, discount=config.discount,
+                                            gae_lambda=config.gae_lambda,
+                                            bootstrap_truncation=config.bootstrap_truncation)
+      else:
+        w = tl.reinforce_weights(traj.rewards, traj.dones, discount=config.discount,
+                                 reward_to_go=config.reward_to_go, time_discount=config.time_discount)
+        adv = tl.subtract_baseline(w, baseline)
       if config.normalize_advantages:
         adv = adv / (jnp.std(adv) + 1e-8)
       adv = jax.lax.stop_gradient(adv)
@@ -140,13 +202,18 @@ def make_natural_pg_train(config: NaturalPGConfig):
             surrogate, mean_kl, params, step, max_kl=config.max_kl,
             expected_improvement=tr.expected_improvement, num_steps=ls_steps)
         fraction = ls.step_fraction
+      vloss = jnp.zeros((), jnp.float32)
+      if use_critic:
+        cp, cs, vloss = fit_critic(critic.apply, critic_tx, *critic_state, traj.obs, targets,
+                                   num_steps=critic_steps)
+        critic_state = (cp, cs)
       stats = episode_statistics(traj)
-      metrics = NaturalPGMetrics(stats.first_episode_return, stats.completed_episode_return,
-                                 optax.tree.norm(g), mean_kl(new_params), fraction,
-                                 cg_info.residual_norm)
-      return new_params, metrics
+      metrics = (stats.first_episode_return, stats.completed_episode_return, optax.tree.norm(g),
+                 mean_kl(new_params), fraction, cg_info.residual_norm, vloss)
+      return (new_params, critic_state), metrics
 
-    params, metrics = jax.lax.scan(iteration, params, jax.random.split(k_loop, num_iterations))
-    return params, metrics
+    (params, _), metrics, evals = scan_iterations(iteration, evaluate_carry, (params, critic_state), k_loop,
+                                                  num_updates=num_iterations, eval_every=config.eval_every)
+    return params, NaturalPGMetrics(*metrics, eval_return=evals)
 
   return train

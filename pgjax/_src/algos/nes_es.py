@@ -21,6 +21,7 @@ import optax
 from flax import struct
 
 from pgjax._src import nes as _nes
+from pgjax._src.algos.actor_critic import make_evaluation, scan_iterations
 from pgjax._src.algos.policies import Policy, mlp_policy
 from pgjax._src.algos.training import make_env
 from pgjax._src.algos.es import episode_fitness
@@ -47,6 +48,9 @@ class NESConfig:
     learning_rate_mean: :math:`\\eta_\\mu` (SNES/xNES; ``None`` for the paper's default 1). Traced.
     learning_rate_sigma: :math:`\\eta_\\sigma` (``None`` for the paper's default). Traced.
     pgpe_learning_rate: Adam step size of PGPE's mean. Traced.
+    eval_every, eval_episodes, eval_max_steps, eval_greedy: evaluation of the search distribution's mean with
+      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last (``None``: never),
+      as in :class:`pgjax.algos.ReinforceConfig`. Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -63,22 +67,30 @@ class NESConfig:
   learning_rate_mean: float | None = None
   learning_rate_sigma: float | None = None
   pgpe_learning_rate: float = 0.05
+  eval_every: int | None = struct.field(pytree_node=False, default=None)
+  eval_episodes: int = struct.field(pytree_node=False, default=8)
+  eval_max_steps: int = struct.field(pytree_node=False, default=500)
+  eval_greedy: bool = struct.field(pytree_node=False, default=True)
 
 
 class NESMetrics(NamedTuple):
   """Per-generation metrics, each ``[num_iterations]`` (from :class:`pgjax.nes.NESInfo`).
 
   Attributes:
-    episode_return: mean return over the sampled population (the training metric).
+    episode_return: training metric: mean return over the *sampled population* (its members' mode returns
+      by default, ``deterministic``), not of the distribution's mean.
     max_return: best return in the population.
     best_return: best return seen so far.
     sigma_mean: mean step size of the search distribution.
+    eval_return: ``[E]``, :func:`pgjax.algos.evaluate_policy` of the search distribution's mean every ``eval_every``
+      iterations and after the last (``[0]`` without ``eval_every``); comparable across trainers.
   """
 
   episode_return: jax.Array
   max_return: jax.Array
   best_return: jax.Array
   sigma_mean: jax.Array
+  eval_return: jax.Array
 
 
 def _strategy(config: NESConfig) -> _nes.EvolutionStrategy:
@@ -106,11 +118,16 @@ def make_nes_train(config: NESConfig):
                             deterministic=config.deterministic)
   strategy = _strategy(config)
 
+  evaluate = make_evaluation(policy.apply, env, env_params, config)
+  evaluate_state = None if evaluate is None else (lambda k, state: evaluate(k, state.mean))
+
   def train(key):
     k_init, k_loop = jax.random.split(key)
     state = strategy.init(policy.init(k_init), config.init_sigma)
-    state, info = _nes.run(strategy, k_loop, state, fitness, num_steps=num_iterations)
-    metrics = NESMetrics(info.fitness_mean, info.fitness_max, info.best_fitness, info.sigma_mean)
+    # the generations of pgjax.nes.run without restarts (same keys), with the evaluation between blocks
+    state, info, evals = scan_iterations(lambda s, k: strategy.step(k, s, fitness), evaluate_state, state,
+                                         k_loop, num_updates=num_iterations, eval_every=config.eval_every)
+    metrics = NESMetrics(info.fitness_mean, info.fitness_max, info.best_fitness, info.sigma_mean, evals)
     return state.mean, metrics
 
   return train

@@ -18,6 +18,7 @@ from flax import struct
 
 from pgjax._src import cem as _cem
 from pgjax._src.algos.es import episode_fitness
+from pgjax._src.algos.actor_critic import make_evaluation, scan_iterations
 from pgjax._src.algos.policies import Policy, mlp_policy
 from pgjax._src.algos.training import make_env
 from pgjax._src.validation import check_positive_int
@@ -40,6 +41,9 @@ class ParamCEMConfig:
     extra_std: initial noise floor, decayed by ``extra_std_decay`` per generation. Traced.
     extra_std_decay: traced.
     mean_smoothing: weight on the old mean. Traced.
+    eval_every, eval_episodes, eval_max_steps, eval_greedy: evaluation of the search distribution's mean with
+      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last (``None``: never),
+      as in :class:`pgjax.algos.ReinforceConfig`. Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -56,15 +60,30 @@ class ParamCEMConfig:
   extra_std: float = 0.1
   extra_std_decay: float = 0.95
   mean_smoothing: float = 0.0
+  eval_every: int | None = struct.field(pytree_node=False, default=None)
+  eval_episodes: int = struct.field(pytree_node=False, default=8)
+  eval_max_steps: int = struct.field(pytree_node=False, default=500)
+  eval_greedy: bool = struct.field(pytree_node=False, default=True)
 
 
 class ParamCEMMetrics(NamedTuple):
-  """Per-iteration metrics, each ``[num_iterations]`` (from :class:`pgjax.cem.CEMInfo`)."""
+  """Per-iteration metrics, each ``[num_iterations]`` (from :class:`pgjax.cem.CEMInfo`) except ``eval_return``.
 
-  episode_return: jax.Array  # mean fitness of the population
+  Attributes:
+    episode_return: training metric: mean fitness of the *sampled population* (its members' mode returns by
+      default, ``deterministic``), not of the distribution's mean.
+    max_return: best fitness in the population.
+    elite_threshold: lowest elite fitness.
+    std_mean: mean standard deviation of the search distribution.
+    eval_return: ``[E]``, :func:`pgjax.algos.evaluate_policy` of the search distribution's mean every ``eval_every``
+      iterations and after the last (``[0]`` without ``eval_every``); comparable across trainers.
+  """
+
+  episode_return: jax.Array
   max_return: jax.Array
   elite_threshold: jax.Array
   std_mean: jax.Array
+  eval_return: jax.Array
 
 
 def make_param_cem_train(config: ParamCEMConfig):
@@ -81,11 +100,16 @@ def make_param_cem_train(config: ParamCEMConfig):
                                   mean_smoothing=config.mean_smoothing, extra_std=config.extra_std,
                                   extra_std_decay=config.extra_std_decay, f_takes_key=True)
 
+  evaluate = make_evaluation(policy.apply, env, env_params, config)
+  evaluate_state = None if evaluate is None else (lambda k, state: evaluate(k, state.mean))
+
   def train(key):
     k_init, k_loop = jax.random.split(key)
     state = cem.init(policy.init(k_init), config.init_std)
-    state, info = _cem.run(cem, k_loop, state, fitness, num_steps=num_iterations)
-    metrics = ParamCEMMetrics(info.fitness_mean, info.fitness_max, info.elite_threshold, info.std_mean)
+    # the generations of pgjax.cem.run (same keys), with the evaluation between blocks
+    state, info, evals = scan_iterations(lambda s, k: cem.step(k, s, fitness), evaluate_state, state, k_loop,
+                                         num_updates=num_iterations, eval_every=config.eval_every)
+    metrics = ParamCEMMetrics(info.fitness_mean, info.fitness_max, info.elite_threshold, info.std_mean, evals)
     return state.mean, metrics
 
   return train
