@@ -2,6 +2,8 @@
 
 See :mod:`pgjax._src.testing`. :func:`check_estimator` runs the contract checks (structure and dtypes, keys,
 ``jit``/``vmap``/``grad``, determinism, NaN policy, argument errors) on any ``(key, params) -> (grads, aux)``.
+:func:`quadratic_trace_covariance` is the closed-form total variance of :func:`pgjax.zeroth_order` on a quadratic,
+the reference its tests and experiments compare against.
 """
 
 from pgjax._src.testing import assert_raises_naming
@@ -19,6 +21,7 @@ from pgjax._src.testing import ConformanceReport
 from pgjax._src.testing import edge_case_params
 from pgjax._src.testing import PropertyResult
 from pgjax._src.testing import TraceCounter
+from pgjax._src.zeroth_order import quadratic_trace_covariance
 
 __all__ = (
     "ConformanceReport",
@@ -36,4 +39,5 @@ __all__ = (
     "check_estimators",
     "check_unbiased",
     "edge_case_params",
+    "quadratic_trace_covariance",
 )

@@ -36,7 +36,7 @@ from pgjax import sweep
 from pgjax import testing
 from pgjax._src import noise as noise_lib
 from pgjax._src.shaping import centered_ranks
-from pgjax._src.zeroth_order import quadratic_trace_covariance
+from pgjax.testing import quadratic_trace_covariance
 from pgjax._src.zeroth_order import zeroth_order
 from tests.helpers import assert_unbiased_with_power
 
