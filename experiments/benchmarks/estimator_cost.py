@@ -1,11 +1,12 @@
-r"""Time per estimate of every gradient estimator relative to the score-function estimator, at equal f-evaluations.
+r"""Time per estimate of each gradient estimator relative to the score-function one at equal f-evaluations.
 
-For each problem, every estimator that applies is configured to spend the same number of evaluations of
-``f`` per estimate (``aux.num_evaluations``, checked) as the reference, ``pgjax.score_function`` with the
-leave-one-out baseline, and each is timed as ``jax.jit(jax.vmap(estimator))`` over a batch of 256 keys (32 with
-``--quick``; a batch of independent estimates, the way gradient_stats and vmapped training use them), compiled once. The
-variants run interleaved within each repeat; the ratio time(estimator) / time(score_function at the same
-number of evaluations) is reported as the ratio of medians over repeats (and of minima).
+For each problem, every estimator that applies is configured to spend the same number of evaluations
+of ``f`` per estimate (``aux.num_evaluations``, checked) as the reference, ``pgjax.score_function``
+with the leave-one-out baseline, and each is timed as ``jax.jit(jax.vmap(estimator))`` over a batch of
+256 keys (32 with ``--quick``; a batch of independent estimates, the way gradient_stats and vmapped
+training use them), compiled once. The variants run interleaved within each repeat; the ratio
+time(estimator) / time(score_function at the same number of evaluations) is reported as the ratio of
+medians over repeats (and of minima).
 
 Problems and evaluation budgets ``E`` (evaluations of ``f`` per estimate):
 
@@ -15,8 +16,9 @@ Problems and evaluation budgets ``E`` (evaluations of ``f`` per estimate):
   measure-valued with 3 samples (2 * 3 * 4 = 24).
 * ``categorical``: one one-hot categorical variable with K = 8 (``categorical_quadratic(1, 8)``), ``E = 6``:
   Gumbel-softmax / straight-through 6, REBAR 2, RELAX 6 (MLP) and 2 (f + MLP), unordered set with k = 6;
-  ``E = 3``: unordered set with k = 3 (its cost grows like k!); and ``E = 8``: measure-valued with 1 sample (K = 8 evaluations; it needs a ``distrax.Categorical``, so
-  the same problem is written on indices).
+  ``E = 3``: unordered set with k = 3 (its cost grows like k!); and ``E = 8``: measure-valued with 1
+  sample (K = 8 evaluations; it needs a ``distrax.Categorical``, so the same problem is written on
+  indices).
 * ``binary_vae``: the encoder problem of ``binary_vae(num_latents=8)`` (16 examples x 8 latents), ``E = 12``
   for the discrete estimators as above; and ``E = 256``: measure-valued with 1 sample (2 * 128 logits).
 * ``gaussian``: ``gaussian_quadratic(3)``, ``E = 12``: measure-valued with 1 sample (4 * 3 = 12), control
@@ -51,7 +53,7 @@ NUM_KEYS = 256          # estimates per timed call (--quick: 32)
 HIDDEN = 16
 
 
-# ------------------------------------------------------------------------------------------------ control nets
+# ------------------------------------------------------------------------------------------ control nets
 
 def mlp_init(key, size):
   """Parameters of a 1-hidden-layer tanh MLP ``R^size -> R`` (the RELAX control-variate net)."""
@@ -73,7 +75,7 @@ def relaxed(kind, z, temperature=0.5):
 
 
 def discrete_estimators(prob, kind, budget):
-  """{name: (estimator, expected evaluations)} for the Bernoulli / one-hot estimators at ``budget`` evaluations."""
+  """{name: estimator} for the Bernoulli / one-hot problem ``prob``, each at ``budget`` evaluations of f."""
   f, dist_fn = prob.f, prob.dist_fn
   dist = dist_fn(prob.params)
   size = int(np.prod(tuple(dist.batch_shape) + tuple(dist.event_shape)))   # the sample's size
@@ -98,7 +100,7 @@ def discrete_estimators(prob, kind, budget):
   return ests
 
 
-# ------------------------------------------------------------------------------------------------ problems
+# ------------------------------------------------------------------------------------------ problems
 
 def build_problems():
   """[(problem name, params, {budget: {estimator name: estimator}})]; every budget has its score_function."""
@@ -114,7 +116,7 @@ def build_problems():
   cat = pgjax.problems.categorical_quadratic(1, k, target=jnp.linspace(0.0, 1.0, k))
   groups = {6: discrete_estimators(cat, "categorical", 6)}
   groups[6]["unordered_set"] = pgjax.unordered_set(cat.f, cat.dist_fn, num_samples=6)
-  groups[3] = {   # the unordered set estimator's cost grows with k! (its set probabilities sum over orderings)
+  groups[3] = {   # the unordered set estimator's cost grows with k! (set probabilities sum over orderings)
       "score_function": pgjax.score_function(cat.f, cat.dist_fn, num_samples=3, baseline="leave_one_out"),
       "unordered_set": pgjax.unordered_set(cat.f, cat.dist_fn, num_samples=3),
   }
@@ -165,10 +167,10 @@ def build_problems():
   return out
 
 
-# ------------------------------------------------------------------------------------------------ timing
+# ------------------------------------------------------------------------------------------ timing
 
 def batched(estimator, evaluations):
-  """``jit(vmap(estimator))`` over keys returning the gradients only; records ``aux.num_evaluations`` when traced."""
+  """``jit(vmap(estimator))`` over keys returning the gradients only; records ``aux.num_evaluations``."""
 
   def one(key, params):
     grads, aux = estimator(key, params)
@@ -243,7 +245,8 @@ def main(argv=None):
   load_end = os.getloadavg()
   print(f"load average (1, 5, 15 min): start {load_start}, end {load_end}")
   measurements = [
-      Measurement(f"time / score_function(LOO) at {r['evaluations']} evaluations: {r['estimator']}, {r['problem']}",
+      Measurement(f"time / score_function(LOO) at {r['evaluations']} evaluations: {r['estimator']}, "
+                  f"{r['problem']}",
                   round(r["ratio_median"], 3), f"ratio of medians over {repeats} interleaved repeats")
       for r in rows if r["estimator"] != "score_function"]
   save_results("estimator_cost", args, claims=[], measurements=measurements,
