@@ -26,7 +26,7 @@ _COMMON = dict(env="LinearSystem", env_params=LINEAR, policy=algos.linear_gaussi
 # name: (config, bound on max over 8 seeds of |k - k*| after 10 iterations; the start is |0 - k*| = 0.618).
 # Measured maxima over the 8 seeds of key 0: REINFORCE 0.20, NPG 0.36, TRPO 0.31, ES 0.14, parameter CEM
 # 0.25, episode CEM 0.31, SNES 0.48; with the learned critic (lambda = 1, no truncation bootstrap: the 20-step return is
-# the objective): REINFORCE CRITIC_REINFORCE, TRPO CRITIC_TRPO.
+# the objective): REINFORCE 0.31, TRPO 0.35.
 # Every config also evaluates the greedy policy after iterations 5 and 10 (eval_return), which must match the
 # exact return of the final gain.
 _EVAL = dict(eval_every=5, eval_episodes=4096, eval_max_steps=20)
