@@ -11,15 +11,16 @@ The objective is :math:`J = E[\sum_{t<T} \gamma^t r_t]` over the window (for Car
 ``num_steps`` = the episode limit: the expected episode length).
 
 With ``critic=True`` the weights are generalised advantages (:func:`pgjax.returns.gae`) computed with a
-learned value :math:`V_\phi(s)` (a separate flax MLP, :func:`pgjax._src.algos.actor_critic.mlp_critic`)
+learned value :math:`V_\phi(s)` (a separate flax MLP with ``critic_hidden_sizes``, orthogonal initialisation)
 instead of the per-time-step batch baseline: the recursion stops at episode ends, unfinished episodes are
 bootstrapped from :math:`V_\phi(s_T)`, and time-limit truncations from :math:`V_\phi(s_{t+1})`
 (``bootstrap_truncation``). After the policy step the critic takes ``critic_steps`` full-batch Adam steps
 on :func:`pgjax.algos.value_loss` towards the :math:`\lambda`-returns (Schulman et al., "High-dimensional
 continuous control using generalized advantage estimation", ICLR 2016). This matters when every episode in
 a batch has the same return (e.g. all truncated at a time limit): then the per-time-step batch baseline
-makes every weight exactly 0, while the learned values still separate the states. The critic's params
-live in the scan's carry; ``train`` returns the policy params only.
+makes every weight 0 up to rounding (which ``normalize_advantages`` rescales into a random direction),
+while the learned values still separate the states. The critic's params live in the scan's carry;
+``train`` returns the policy params only.
 
 Evaluation (``eval_every``): :func:`pgjax.algos.evaluate_policy` on the policy params every ``eval_every``
 iterations and after the last, reported as ``metrics.eval_return``, the same metric in every trainer.
