@@ -6,13 +6,11 @@ do). Reports, per problem: the median number of generations to reach a loss <= 1
 loss after a fixed number of generations (Rosenbrock), and the wall time per generation (median of
 interleaved repeats, compiled once).
 
-    python -m experiments.benchmarks.nes_vs_evosax [--quick]
+    python -m experiments.benchmarks.nes_vs_evosax [--quick] [--out results]   # writes results/benchmarks/
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 
@@ -21,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pgjax
+from experiments._common import Claim, Measurement, le, parse_args, save_results
 
 SEEDS = 32
 
@@ -83,16 +82,24 @@ def timed(fn, keys, repeats):
   return times
 
 
+def _bootstrap_ratio_ci(a, b, key=0, reps=2000):
+  """95% bootstrap interval of median(a) / median(b) (seeds resampled independently in each library)."""
+  rng = np.random.default_rng(key)
+  a, b = np.asarray(a, float), np.asarray(b, float)
+  ra = np.median(rng.choice(a, (reps, a.size)), axis=1)
+  rb = np.median(rng.choice(b, (reps, b.size)), axis=1)
+  return [float(x) for x in np.percentile(ra / rb, [2.5, 97.5])]
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--out", default="results")
-  args = parser.parse_args(argv)
+  started = time.time()
+  args = parse_args(__doc__.splitlines()[0], argv)
+  args.out = os.path.join(args.out, "benchmarks")
   cases = [("sphere", sphere, 10, 400), ("sphere", sphere, 100, 1500), ("rosenbrock", rosenbrock, 10, 3000)]
   if args.quick:
     cases = [("sphere", sphere, 10, 300), ("rosenbrock", rosenbrock, 10, 500)]
   repeats = 3 if args.quick else 7
-  rows = []
+  rows, claims, measurements = [], [], []
   for name, loss, dim, gens in cases:
     ours, pop = pgjax_runner(loss, dim, gens)
     theirs, pop2 = evosax_runner(loss, dim, gens)
@@ -104,23 +111,33 @@ def main(argv=None):
     for _ in range(repeats):                                      # interleaved
       t_ours += timed(ours, keys_ours, 1)
       t_theirs += timed(theirs, keys_theirs, 1)
+    ratio = float(np.median(t_ours) / np.median(t_theirs))
     row = {"problem": name, "dim": dim, "population": pop, "generations": gens, "seeds": SEEDS,
-           "time_per_generation_ratio": float(np.median(t_ours) / np.median(t_theirs)),
+           "time_per_generation_ratio": ratio,
            "ms_per_generation_pgjax": 1e3 * float(np.median(t_ours)) / gens,
            "ms_per_generation_evosax": 1e3 * float(np.median(t_theirs)) / gens}
+    tag = f"{name} d={dim}, population {pop}, {SEEDS} seeds"
+    claims.append(Claim(f"{tag}: time per generation, pgjax SNES / evosax SNES", round(ratio, 3), le(1.0)))
     if name == "sphere":
       g_ours, g_theirs = generations_to(c_ours, 1e-6), generations_to(c_theirs, 1e-6)
-      row.update(median_generations_to_1e6_pgjax=float(np.median(g_ours)),
-                 median_generations_to_1e6_evosax=float(np.median(g_theirs)))
+      row.update(median_generations_pgjax=float(np.median(g_ours)), median_generations_evosax=float(np.median(g_theirs)))
+      claims.append(Claim(f"{tag}: median generations to reach 1e-6, pgjax / evosax",
+                          round(float(np.median(g_ours) / np.median(g_theirs)), 3), le(1.0)))
+      measurements.append(Measurement(f"{tag}: median generations to 1e-6 (pgjax, evosax)",
+                                      [float(np.median(g_ours)), float(np.median(g_theirs))],
+                                      f"95% bootstrap CI of the ratio {_bootstrap_ratio_ci(g_ours, g_theirs)}"))
     else:
-      row.update(median_best_pgjax=float(np.median(c_ours[:, -1])),
-                 median_best_evosax=float(np.median(c_theirs[:, -1])))
+      b_ours, b_theirs = c_ours[:, -1], c_theirs[:, -1]
+      row.update(median_best_pgjax=float(np.median(b_ours)), median_best_evosax=float(np.median(b_theirs)))
+      claims.append(Claim(f"{tag}: median best loss after {gens} generations, pgjax / evosax",
+                          round(float(np.median(b_ours) / np.median(b_theirs)), 3), le(1.0)))
+      measurements.append(Measurement(f"{tag}: median best loss after {gens} generations (pgjax, evosax)",
+                                      [float(np.median(b_ours)), float(np.median(b_theirs))],
+                                      f"95% bootstrap CI of the ratio {_bootstrap_ratio_ci(b_ours, b_theirs)}"))
     rows.append(row)
-    print(json.dumps(row))
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "nes_vs_evosax.json"), "w") as fh:
-    json.dump({"rows": rows, "jax": jax.__version__, "device": jax.devices()[0].device_kind}, fh, indent=1)
-  return rows
+    print(row, flush=True)
+  save_results("nes_vs_evosax", args, claims=claims, measurements=measurements,
+               data={"rows": rows, "repeats": repeats}, started=started)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ The reference is written from PureJaxRL's ``ppo.py`` structure (Lu et al. 2022),
 ``env.step`` vmapped over environments inside ``lax.scan``, values computed during the rollout, GAE by a reverse
 scan, the update epochs and minibatches in nested scans.
 
-    python -m experiments.benchmarks.ppo_cartpole [--quick] [--seeds 64]
+    python -m experiments.benchmarks.ppo_cartpole [--quick] [--seeds 64] [--out results]
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
 
-import argparse  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 
@@ -35,6 +33,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import pgjax  # noqa: E402
+from experiments._common import Claim, Measurement, ci_contains, ge, parse_args, save_results  # noqa: E402
 
 CFG = dict(num_envs=4, num_steps=128, num_epochs=4, num_minibatches=4, lr=2.5e-4, gamma=0.99, lam=0.95,
            clip=0.2, ent=0.01, vf=0.5, max_grad_norm=0.5)
@@ -161,11 +160,10 @@ def ci95(x):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--quick", action="store_true")
-  parser.add_argument("--seeds", type=int, default=None)
-  parser.add_argument("--out", default="results")
-  args = parser.parse_args(argv)
+  started = time.time()
+  args = parse_args(__doc__.splitlines()[0], argv, extra=lambda p: p.add_argument(
+      "--seeds", type=int, default=None, help="seeds per implementation (default 64; 16 with --quick)"))
+  args.out = os.path.join(args.out, "benchmarks")
   seeds = args.seeds or (16 if args.quick else 64)
   num_updates = 200 if args.quick else 976
   repeats = 2 if args.quick else 3
@@ -181,19 +179,26 @@ def main(argv=None):
       times[name].append(time.perf_counter() - t)
   steps = seeds * num_updates * CFG["num_envs"] * CFG["num_steps"]
   finals = {name: final_return(c) for name, c in curves.items()}
-  row = {"seeds": seeds, "num_updates": num_updates, "env_steps_per_run": steps,
-         "final_return_pgjax": ci95(finals["pgjax"]), "final_return_reference": ci95(finals["reference"]),
-         "difference_pgjax_minus_reference": ci95(finals["pgjax"] - finals["reference"]),
-         "steps_per_second_pgjax": steps / float(np.median(times["pgjax"])),
-         "steps_per_second_reference": steps / float(np.median(times["reference"])),
-         "fraction_solved_pgjax": float(np.mean(finals["pgjax"] >= 475)),
-         "fraction_solved_reference": float(np.mean(finals["reference"] >= 475))}
-  row["steps_per_second_ratio"] = row["steps_per_second_pgjax"] / row["steps_per_second_reference"]
-  print(json.dumps(row, indent=1))
-  os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, "ppo_cartpole.json"), "w") as fh:
-    json.dump(row, fh, indent=1)
-  return row
+  rate = {name: steps / float(np.median(t)) for name, t in times.items()}
+  diff = finals["pgjax"] - finals["reference"]
+  half = float(1.96 * np.sqrt(finals["pgjax"].var(ddof=1) / seeds + finals["reference"].var(ddof=1) / seeds))
+  tag = f"CartPole-v1, {num_updates} updates x {CFG['num_envs'] * CFG['num_steps']} steps, {seeds} seeds"
+  claims = [
+      Claim(f"{tag}: final training return, pgjax PPO - reference PPO (mean of the last 10 updates per seed)",
+            [round(float(diff.mean()), 2), round(half, 2)], ci_contains(0.0)),
+      Claim(f"{tag}: env steps per second, pgjax / reference (median of {repeats} interleaved runs)",
+            round(rate["pgjax"] / rate["reference"], 3), ge(0.95)),
+  ]
+  measurements = [
+      Measurement(f"{tag}: final training return (mean, 95% CI half-width)", {n: ci95(v) for n, v in finals.items()}),
+      Measurement(f"{tag}: fraction of seeds with final return >= 475",
+                  {n: float(np.mean(v >= 475)) for n, v in finals.items()}),
+      Measurement(f"{tag}: env steps per second", {n: round(v) for n, v in rate.items()}),
+  ]
+  print({"finals": {n: ci95(v) for n, v in finals.items()}, "rate": rate}, flush=True)
+  save_results("ppo_cartpole", args, claims=claims, measurements=measurements,
+               data={"config": CFG, "seeds": seeds, "num_updates": num_updates, "times": times,
+                     "final_returns": {n: v.tolist() for n, v in finals.items()}}, started=started)
 
 
 if __name__ == "__main__":
