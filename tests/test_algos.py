@@ -25,8 +25,8 @@ _COMMON = dict(env="LinearSystem", env_params=LINEAR, policy=algos.linear_gaussi
 
 # name: (config, bound on max over 8 seeds of |k - k*| after 10 iterations; the start is |0 - k*| = 0.618).
 # Measured maxima over the 8 seeds of key 0: REINFORCE 0.20, NPG 0.36, TRPO 0.31, ES 0.14, parameter CEM
-# 0.25, episode CEM 0.31, SNES 0.48; with the learned critic (lambda = 1, no truncation bootstrap: the 20-step return is
-# the objective): REINFORCE 0.31, TRPO 0.35.
+# 0.25, episode CEM 0.31, SNES 0.48; with the learned critic (lambda = 1, no truncation bootstrap: the
+# 20-step return is the objective): REINFORCE 0.31, TRPO 0.35.
 # Every config also evaluates the greedy policy after iterations 5 and 10 (eval_return), which must match the
 # exact return of the final gain.
 _EVAL = dict(eval_every=5, eval_episodes=4096, eval_max_steps=20)
@@ -34,16 +34,16 @@ _CRITIC = dict(critic=True, gae_lambda=1.0, bootstrap_truncation=False, critic_l
                critic_steps=10, critic_hidden_sizes=(16,))
 TRAINERS = {
     "reinforce": (algos.ReinforceConfig(num_envs=16, learning_rate=0.05, **_COMMON, **_EVAL), 0.3),
-    "reinforce_critic": (algos.ReinforceConfig(num_envs=16, learning_rate=0.05, **_COMMON, **_EVAL, **_CRITIC),
-                         0.45),
+    "reinforce_critic": (
+        algos.ReinforceConfig(num_envs=16, learning_rate=0.05, **_COMMON, **_EVAL, **_CRITIC), 0.45),
     "npg": (algos.NaturalPGConfig(method="npg", num_envs=16, step_size=0.3, **_COMMON, **_EVAL), 0.45),
     "trpo": (algos.NaturalPGConfig(method="trpo", num_envs=16, max_kl=0.02, **_COMMON, **_EVAL), 0.45),
-    "trpo_critic": (algos.NaturalPGConfig(method="trpo", num_envs=16, max_kl=0.02, **_COMMON, **_EVAL, **_CRITIC),
-                    0.45),
+    "trpo_critic": (
+        algos.NaturalPGConfig(method="trpo", num_envs=16, max_kl=0.02, **_COMMON, **_EVAL, **_CRITIC), 0.45),
     "es": (algos.ESConfig(num_directions=16, sigma=0.1, learning_rate=0.05, **_COMMON, **_EVAL), 0.3),
     "param_cem": (algos.ParamCEMConfig(population_size=16, **_COMMON, **_EVAL), 0.4),
-    "episode_cem": (algos.EpisodeCEMConfig(num_episodes=16, elite_fraction=0.25, num_epochs=4, **_COMMON, **_EVAL),
-                    0.45),
+    "episode_cem": (
+        algos.EpisodeCEMConfig(num_episodes=16, elite_fraction=0.25, num_epochs=4, **_COMMON, **_EVAL), 0.45),
     "nes": (algos.NESConfig(population_size=16, **_COMMON, **_EVAL), 0.6),
 }
 
@@ -160,7 +160,8 @@ def test_evaluation_leaves_training_unchanged_and_is_empty_when_off():
 # Acrobot cut at 50 steps: a random policy never swings up that fast, so every episode is truncated with the
 # same return -50 and the per-time-step batch baseline makes every advantage 0 up to rounding (the gradient
 # norm is ~1e-7, which advantage normalisation or TRPO's step scaling would blow up into a random step; so
-# unnormalised advantages here). Measured gradient norms: 0.8e-7 to 1.7e-7 without the critic, 1.5 to 2.4 with it.
+# unnormalised advantages here). Measured gradient norms: 0.8e-7 to 1.7e-7 without the critic, 1.5 to 2.4
+# with it.
 _ACROBOT = dict(env="Acrobot-v1", num_envs=4, num_steps=50, num_iterations=2, hidden_sizes=(16,),
                 critic_hidden_sizes=(16,), normalize_advantages=False)
 

@@ -55,8 +55,8 @@ class EpisodeCEMConfig:
     num_epochs: optax steps on the elite data per iteration. Static.
     learning_rate: Adam step size. Traced.
     eval_every, eval_episodes, eval_max_steps, eval_greedy: evaluation of the policy with
-      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last (``None``: never),
-      as in :class:`pgjax.algos.ReinforceConfig`. Static.
+      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last
+      (``None``: never), as in :class:`pgjax.algos.ReinforceConfig`. Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")

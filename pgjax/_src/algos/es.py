@@ -50,8 +50,8 @@ class ESConfig:
     optimizer: ``"adam"``, ``"sgd"`` (with ``learning_rate``) or any ``optax.GradientTransformation``
       (e.g. ``optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(3e-3))``). Static.
     eval_every, eval_episodes, eval_max_steps, eval_greedy: evaluation of the unperturbed params with
-      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last (``None``: never),
-      as in :class:`pgjax.algos.ReinforceConfig`. Static.
+      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last
+      (``None``: never), as in :class:`pgjax.algos.ReinforceConfig`. Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")

@@ -49,8 +49,8 @@ class NESConfig:
     learning_rate_sigma: :math:`\\eta_\\sigma` (``None`` for the paper's default). Traced.
     pgpe_learning_rate: Adam step size of PGPE's mean. Traced.
     eval_every, eval_episodes, eval_max_steps, eval_greedy: evaluation of the search distribution's mean with
-      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last (``None``: never),
-      as in :class:`pgjax.algos.ReinforceConfig`. Static.
+      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last
+      (``None``: never), as in :class:`pgjax.algos.ReinforceConfig`. Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -82,8 +82,9 @@ class NESMetrics(NamedTuple):
     max_return: best return in the population.
     best_return: best return seen so far.
     sigma_mean: mean step size of the search distribution.
-    eval_return: ``[E]``, :func:`pgjax.algos.evaluate_policy` of the search distribution's mean every ``eval_every``
-      iterations and after the last (``[0]`` without ``eval_every``); comparable across trainers.
+    eval_return: ``[E]``, :func:`pgjax.algos.evaluate_policy` of the search distribution's mean every
+      ``eval_every`` iterations and after the last (``[0]`` without ``eval_every``); comparable across
+      trainers.
   """
 
   episode_return: jax.Array

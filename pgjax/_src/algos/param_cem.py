@@ -42,8 +42,8 @@ class ParamCEMConfig:
     extra_std_decay: traced.
     mean_smoothing: weight on the old mean. Traced.
     eval_every, eval_episodes, eval_max_steps, eval_greedy: evaluation of the search distribution's mean with
-      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last (``None``: never),
-      as in :class:`pgjax.algos.ReinforceConfig`. Static.
+      :func:`pgjax.algos.evaluate_policy` every ``eval_every`` iterations and after the last
+      (``None``: never), as in :class:`pgjax.algos.ReinforceConfig`. Static.
   """
 
   env: Any = struct.field(pytree_node=False, default="CartPole-v1")
@@ -67,7 +67,7 @@ class ParamCEMConfig:
 
 
 class ParamCEMMetrics(NamedTuple):
-  """Per-iteration metrics, each ``[num_iterations]`` (from :class:`pgjax.cem.CEMInfo`) except ``eval_return``.
+  """Per-iteration metrics, each ``[num_iterations]`` except ``eval_return`` (:class:`pgjax.cem.CEMInfo`).
 
   Attributes:
     episode_return: training metric: mean fitness of the *sampled population* (its members' mode returns by
@@ -75,8 +75,9 @@ class ParamCEMMetrics(NamedTuple):
     max_return: best fitness in the population.
     elite_threshold: lowest elite fitness.
     std_mean: mean standard deviation of the search distribution.
-    eval_return: ``[E]``, :func:`pgjax.algos.evaluate_policy` of the search distribution's mean every ``eval_every``
-      iterations and after the last (``[0]`` without ``eval_every``); comparable across trainers.
+    eval_return: ``[E]``, :func:`pgjax.algos.evaluate_policy` of the search distribution's mean every
+      ``eval_every`` iterations and after the last (``[0]`` without ``eval_every``); comparable across
+      trainers.
   """
 
   episode_return: jax.Array

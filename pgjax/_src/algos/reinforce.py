@@ -206,13 +206,13 @@ def make_reinforce_train(config: ReinforceConfig):
                                    num_steps=critic_steps)
         critic_state = (cp, cs)
       stats = episode_statistics(traj)
-      metrics = (stats.first_episode_return, stats.completed_episode_return, loss, optax.tree.norm(grads), ent,
-                 vloss)
+      metrics = (stats.first_episode_return, stats.completed_episode_return, loss, optax.tree.norm(grads),
+                 ent, vloss)
       return (params, opt_state, critic_state), metrics
 
-    (params, _, _), metrics, evals = scan_iterations(iteration, evaluate_carry, (params, opt_state, critic_state),
-                                                     k_loop, num_updates=num_iterations,
-                                                     eval_every=config.eval_every)
+    (params, _, _), metrics, evals = scan_iterations(
+        iteration, evaluate_carry, (params, opt_state, critic_state), k_loop, num_updates=num_iterations,
+        eval_every=config.eval_every)
     return params, ReinforceMetrics(*metrics, eval_return=evals)
 
   return train
