@@ -184,7 +184,7 @@ TRAIN_ESTIMATORS_QUICK = ("exact", "RLOO", "RELAX (online)")   # fewer compilati
 
 
 def _train_curves(key, vae, name, num_seeds, num_logs, log_every, probe):
-  """Trains the binary VAE from its initial parameters on ``num_seeds`` seeds with one encoder estimator.
+  r"""Trains the binary VAE from its initial parameters on ``num_seeds`` seeds with one encoder estimator.
 
   The encoder gradient is the estimator's (``BUDGET`` evaluations of ``f``); the decoder and prior gradients
   are exact (enumeration), so the curves differ only through the encoder estimator. REBAR's

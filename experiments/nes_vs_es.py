@@ -17,18 +17,13 @@ Run: ``python -m experiments.nes_vs_es [--quick] [--out results]``.
 
 from __future__ import annotations
 
-import os
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
-
-import jax  # noqa: E402  (the XLA flag must be set before jax starts)
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import pgjax  # noqa: E402
-from experiments import _common as C  # noqa: E402
+import pgjax
+from experiments import _common as C
 
 NAME = "nes_vs_es"
 METHODS = ("es_fixed_sigma", "snes", "xnes", "pgpe", "cem")

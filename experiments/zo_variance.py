@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import pgjax
+from pgjax.testing import quadratic_trace_covariance
 from experiments import _common as C
 
 NAME = "zo_variance"
@@ -57,15 +58,6 @@ CLAIMS = {
     "slope": C.ClaimSpec("log-log slope of antithetic/gaussian variance vs budget", C.between(-1.05, -0.95)),
 }
 
-
-def quadratic_trace_covariance(*args, **kwargs):
-  """The closed-form trace covariance (public in pgjax where exported; else its implementation module)."""
-  for mod in ("testing", "zeroth_order_closed_forms"):
-    fn = getattr(getattr(pgjax, mod, None), "quadratic_trace_covariance", None)
-    if fn is not None:
-      return fn(*args, **kwargs)
-  from pgjax._src.zeroth_order import quadratic_trace_covariance as fn
-  return fn(*args, **kwargs)
 
 
 def quadratic():

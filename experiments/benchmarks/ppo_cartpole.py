@@ -17,23 +17,19 @@ scan, the update epochs and minibatches in nested scans.
 from __future__ import annotations
 
 import os
+import math
+import time
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_cpu_enable_concurrency_optimized_scheduler=false").strip()
+import distrax
+import flax.linen as nn
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import math  # noqa: E402
-import time  # noqa: E402
-
-import distrax  # noqa: E402
-import flax.linen as nn  # noqa: E402
-import gymnax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import pgjax  # noqa: E402
-from experiments._common import Claim, Measurement, ci_contains, ge, parse_args, save_results  # noqa: E402
+import pgjax
+from experiments._common import Claim, Measurement, ci_contains, ge, parse_args, save_results
 
 CFG = dict(num_envs=4, num_steps=128, num_epochs=4, num_minibatches=4, lr=2.5e-4, gamma=0.99, lam=0.95,
            clip=0.2, ent=0.01, vf=0.5, max_grad_norm=0.5)
