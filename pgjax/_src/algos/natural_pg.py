@@ -97,8 +97,8 @@ class NaturalPGConfig:
   line_search_steps: int = struct.field(pytree_node=False, default=10)
   critic: bool = struct.field(pytree_node=False, default=False)
   critic_hidden_sizes: Sequence[int] = struct.field(pytree_node=False, default=(64, 64))
-  critic_learning_rate: float = 1e-3
-  critic_steps: int = struct.field(pytree_node=False, default=5)
+  critic_learning_rate: float = 1e-2
+  critic_steps: int = struct.field(pytree_node=False, default=20)
   gae_lambda: float = 0.95
   bootstrap_truncation: bool = struct.field(pytree_node=False, default=True)
   eval_every: int | None = struct.field(pytree_node=False, default=None)

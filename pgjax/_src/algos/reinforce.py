@@ -103,8 +103,8 @@ class ReinforceConfig:
   optimizer: Any = struct.field(pytree_node=False, default="adam")
   critic: bool = struct.field(pytree_node=False, default=False)
   critic_hidden_sizes: Sequence[int] = struct.field(pytree_node=False, default=(64, 64))
-  critic_learning_rate: float = 1e-3
-  critic_steps: int = struct.field(pytree_node=False, default=5)
+  critic_learning_rate: float = 1e-2
+  critic_steps: int = struct.field(pytree_node=False, default=20)
   gae_lambda: float = 0.95
   bootstrap_truncation: bool = struct.field(pytree_node=False, default=True)
   eval_every: int | None = struct.field(pytree_node=False, default=None)
