@@ -200,3 +200,16 @@ def test_nes_trainer_improves_a_cartpole_policy_quickly():
   assert np.median(best[:, 0]) < 150.0                            # and it was not solved at the start
   with pytest.raises(ValueError, match="strategy"):
     pgjax.algos.make_train(pgjax.algos.NESConfig(strategy="cma"))
+
+
+def test_learning_rates_are_traced_so_a_sweep_is_one_vmap():
+  def final(lr):
+    es = nes.snes(population_size=8, learning_rate_sigma=lr)
+    state = es.init(jnp.full((3,), 2.0))
+    _, infos = nes.run(es, jax.random.key(0), state, SPHERE, num_steps=40)
+    return infos.best_fitness[-1]
+
+  lrs = jnp.array([0.05, 0.3, 1.0])
+  swept = np.asarray(jax.jit(jax.vmap(final))(lrs))
+  np.testing.assert_allclose(swept[1], final(0.3), rtol=1e-5, atol=1e-8)   # the same as a concrete call
+  assert len(set(swept.round(8).tolist())) == 3                          # the rate matters

@@ -291,11 +291,15 @@ def snes(*, population_size: int | None = None, learning_rate_mean: Any = None,
   Returns:
     An :class:`EvolutionStrategy`.
 
-  Example::
+  Example (a doctest)::
 
-    es = pgjax.nes.snes()
-    state = es.init(jnp.zeros(10), init_sigma=1.0)
-    state, infos = pgjax.nes.run(es, jax.random.key(0), state, lambda x: -jnp.sum(x ** 2), num_steps=200)
+    >>> import jax, jax.numpy as jnp, pgjax
+    >>> es = pgjax.nes.snes()
+    >>> state = es.init(jnp.zeros(10), init_sigma=1.0)
+    >>> sphere = lambda x: -jnp.sum((x - 1.0) ** 2)
+    >>> state, infos = pgjax.nes.run(es, jax.random.key(0), state, sphere, num_steps=300)
+    >>> bool(infos.best_fitness[-1] > -1e-6), es.population_size(state.mean)
+    (True, 10)
   """
   _check_pop(population_size)
 

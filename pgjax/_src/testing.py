@@ -289,12 +289,14 @@ def _short(e: BaseException, n: int = 300) -> str:
 class TraceCounter:
   """Wraps a function and counts how many times JAX traces (or eagerly runs) its Python body.
 
-  Example::
+  Example (a doctest)::
 
-    counted = TraceCounter(estimator)
-    jitted = jax.jit(counted)
-    jitted(k1, params); jitted(k2, params)
-    assert counted.count == 1
+    >>> import jax, jax.numpy as jnp, pgjax
+    >>> counted = pgjax.testing.TraceCounter(lambda x: 2 * x)
+    >>> jitted = jax.jit(counted)
+    >>> _ = jitted(jnp.ones(3)); _ = jitted(jnp.zeros(3))      # same shapes: traced once
+    >>> counted.count
+    1
   """
 
   def __init__(self, fn: Callable):

@@ -29,12 +29,9 @@ episodes that ended during each update's rollout (counting steps from earlier ro
 ``eval_return`` is the greedy policy's mean return on fresh episodes every ``eval_every`` updates
 (:func:`pgjax.algos.evaluate_policy`), the metric to compare across trainers.
 
-Settings that solve (final greedy return >= 475 in most seeds; see ``experiments/rl_trainers.py``):
-
-=================  =====================================================================
-CartPole-v1        PPO defaults (``num_envs=4, num_steps=128``, 976 updates = 5e5 steps)
-Acrobot-v1         PPO defaults with ``num_updates=500`` (returns around -80)
-=================  =====================================================================
+Settings: the defaults are PureJaxRL's CartPole-v1 settings (``num_envs=4, num_steps=128``, 976 updates =
+5e5 environment steps); ``experiments/benchmarks/ppo_cartpole.py`` compares them with a single-file
+PureJaxRL-style PPO on 64 seeds.
 
 References:
   J. Schulman, F. Wolski, P. Dhariwal, A. Radford, O. Klimov, "Proximal policy optimization algorithms",
