@@ -19,26 +19,23 @@ median over repeats; the machine is shared, so only the ratios measured side by 
 
 Target: the Gauss-Newton product costs at most 3 gradient-equivalents.
 
-Run: ``python experiments/benchmarks/fvp_cost.py [--quick] [--out results]`` (writes
+Run: ``python -m experiments.benchmarks.fvp_cost [--quick] [--out results]`` (writes
 ``<out>/benchmarks/fvp_cost.json``).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import distrax  # noqa: E402
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pgjax import natural  # noqa: E402
-from _common import Claim, parse_args, save_results  # noqa: E402
+from pgjax import natural
+from experiments._common import Claim, parse_args, save_results
 
 OBS, HIDDEN, ACTIONS, BATCH = 16, 64, 6, 1024
 

@@ -10,7 +10,7 @@ Claims: the time grows at most linearly with the seed count (time per seed at 1M
 ``t(1M) / t(100k)`` is printed, below 10 when the fixed cost per call still shows at 100k), and the peak
 RSS at 1M seeds is at most 64 MiB above the 10k run's (memory bounded by the chunk, not the seed count).
 
-Run: ``python experiments/benchmarks/sweep_scaling.py [--quick] [--out results]`` (writes
+Run: ``python -m experiments.benchmarks.sweep_scaling [--quick] [--out results]`` (writes
 ``<out>/benchmarks/sweep_scaling.json``). ``--quick`` stops at 1M seeds too (that is the point) but
 repeats once.
 """
@@ -23,9 +23,7 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from _common import Claim, parse_args, save_results  # noqa: E402
+from experiments._common import Claim, parse_args, save_results
 
 _CHILD = r"""
 import json, resource, sys, time

@@ -26,26 +26,23 @@ loop is reported as a measurement.
 
 Claims: ``gradient_stats`` at >= 0.95 of the best compiled strategy's CPU-time rate, on both problems.
 
-Run: ``python experiments/benchmarks/sweep_strategies.py [--quick] [--out results]`` (writes
+Run: ``python -m experiments.benchmarks.sweep_strategies [--quick] [--out results]`` (writes
 ``<out>/benchmarks/sweep_strategies.json``).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.flatten_util import ravel_pytree  # noqa: E402
-
-import pgjax  # noqa: E402
-from pgjax._src import sweep as sweep_impl  # noqa: E402
-from _common import Claim, Measurement, parse_args, save_results  # noqa: E402
+import pgjax
+from pgjax._src import sweep as sweep_impl
+from experiments._common import Claim, Measurement, parse_args, save_results
 
 
 def problems(quick: bool):
