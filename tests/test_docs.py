@@ -120,7 +120,9 @@ def _docstring_tests():
         continue
       seen.add(id(obj))
       for t in finder.find(obj, qualname, module=False, globs={}):
-        if t.examples:
+        where = (t.filename, t.lineno)        # a docstring reached through a module and by its own name
+        if t.examples and where not in seen:
+          seen.add(where)
           tests.append(t)
   return tests
 

@@ -908,25 +908,23 @@ def check_estimator(
     AssertionError: with one line per failed property, when ``raise_on_failure``.
     ValueError: for an unknown ``nan_policy``.
 
-  Example::
+  Example (a doctest)::
 
-    import jax, jax.numpy as jnp, distrax, pgjax
+    >>> import jax, jax.numpy as jnp, distrax, pgjax
+    >>> dist_fn = lambda p: distrax.MultivariateNormalDiag(p["mean"], jnp.exp(p["log_std"]))
+    >>> f = lambda x: -jnp.sum(x ** 2)
+    >>> params = {"mean": jnp.ones(3), "log_std": jnp.zeros(3)}
+    >>> est = pgjax.score_function(f, dist_fn, num_samples=8, baseline="leave_one_out")
+    >>> nan_est = pgjax.score_function(lambda x: jnp.where(x[0] > 1.0, jnp.nan, f(x)), dist_fn,
+    ...                                num_samples=8, baseline="leave_one_out")
+    >>> report = pgjax.testing.check_estimator(
+    ...     est, params, nan_estimator=nan_est, nan_policy="propagate",
+    ...     bad_arguments=[(lambda: pgjax.score_function(f, dist_fn, num_samples=0), "num_samples")])
+    >>> report.failed
+    ()
 
-    def dist_fn(p):
-      return distrax.MultivariateNormalDiag(p["mean"], jnp.exp(p["log_std"]))
-
-    def f(x):
-      return -jnp.sum(x ** 2)
-
-    params = {"mean": jnp.ones(3), "log_std": jnp.zeros(3)}
-    est = pgjax.score_function(f, dist_fn, num_samples=8, baseline="leave_one_out")
-    nan_est = pgjax.score_function(lambda x: jnp.where(x[0] > 1.0, jnp.nan, f(x)), dist_fn,
-                                   num_samples=8, baseline="leave_one_out")
-    report = pgjax.testing.check_estimator(
-        est, params, dtypes=(jnp.bfloat16, jnp.float64),
-        nan_estimator=nan_est, nan_policy="propagate",
-        bad_arguments=[(lambda: pgjax.score_function(f, dist_fn, num_samples=0), "num_samples")])
-    print(report)
+    Add ``dtypes=(jnp.bfloat16, jnp.float64)`` to check other precisions; ``print(report)`` lists every
+    property with its status.
   """
   if nan_policy is not None and nan_policy not in NAN_POLICIES:
     raise ValueError(f"`nan_policy` must be None or one of {NAN_POLICIES}, got {nan_policy!r}.")

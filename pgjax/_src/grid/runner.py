@@ -385,18 +385,19 @@ def run_grid(
 ) -> GridResult:
   r"""Runs ``gradient_stats`` on every cell of a grid and writes the table.
 
-  Example::
+  Example (a doctest; ``out_dir`` receives ``results.csv`` and ``results.json``)::
 
-    problem = pgjax.problems.gaussian_quadratic()
-    res = pgjax.sweep.run_grid(
-        {"rloo": lambda p, n: pgjax.score_function(p.f, p.dist_fn, num_samples=n,
-                                                   baseline="leave_one_out"),
-         "es": lambda p, n, sigma: pgjax.zeroth_order(p.expectation, num_directions=n, sigma=sigma,
-                                                      scheme="antithetic")},
-        {"quad": problem}, sample_sizes=[4, 16, 64], num_seeds=2000, key=0,
-        out_dir="results/my_sweep", hyperparameters={"es": {"sigma": [0.05, 0.1, 0.5]}})
-    for row in res.rows:
-      print(row["estimator"], row["num_samples"], row["hyperparameters"], row["total_variance"])
+    >>> import tempfile, pgjax
+    >>> problem = pgjax.problems.gaussian_quadratic()
+    >>> res = pgjax.sweep.run_grid(
+    ...     {"rloo": lambda p, n: pgjax.score_function(p.f, p.dist_fn, num_samples=n,
+    ...                                                baseline="leave_one_out"),
+    ...      "es": lambda p, n, sigma: pgjax.zeroth_order(p.expectation, num_directions=n, sigma=sigma,
+    ...                                                   scheme="antithetic")},
+    ...     {"quad": problem}, sample_sizes=[4], num_seeds=200, key=0, out_dir=tempfile.mkdtemp(),
+    ...     hyperparameters={"es": {"sigma": [0.1, 0.5]}}, progress=False)
+    >>> sorted((row["estimator"], row["num_samples"]) for row in res.rows)
+    [('es', 4), ('es', 4), ('rloo', 4)]
 
   Args:
     estimators: name -> factory ``factory(problem, num_samples, **hyper) ->
