@@ -339,11 +339,6 @@ if hasattr(pgjax, "unordered_set"):
 
 # --- the tests ---------------------------------------------------------------------------------------------
 
-# Known defects in other modules, each failing deterministically: {(case, group): reason}. Strict: when the
-# defect is fixed the test turns red and the marker is removed.
-XFAIL: dict[tuple[str, str], str] = {}
-
-
 def _group(property_name: str) -> str:
   return property_name.split("[")[0]
 
@@ -400,10 +395,7 @@ def _params():
   out = []
   for name, kw in CASES.items():
     for group in _groups(kw):
-      marks = []
-      if (name, group) in XFAIL:
-        marks.append(pytest.mark.xfail(strict=True, reason=XFAIL[(name, group)]))
-      out.append(pytest.param(name, group, id=f"{name}-{group}", marks=marks))
+      out.append(pytest.param(name, group, id=f"{name}-{group}"))
   return out
 
 
@@ -427,8 +419,6 @@ def test_every_public_estimator_has_a_case():
 
 
 def test_every_score_function_baseline_has_a_case():
-  names = getattr(pgjax.baselines, "names", None)
-  if names is None:
-    pytest.skip("pgjax.baselines has no registry of names")
   covered = {_sf_name(b) for b in SF_BASELINES}
+  names = pgjax.baselines.names
   assert set(names()) <= covered, f"no conformance case for baselines {sorted(set(names()) - covered)}"
