@@ -138,13 +138,6 @@ def test_bad_configs():
     algos.make_train(algos.ESConfig(eval_every=1, eval_episodes=0))
 
 
-def test_old_import_paths_still_work():
-  from pgjax._src.algos import _common  # noqa: F401  (renamed to policies / training)
-  from pgjax._src import trajectory_losses  # noqa: F401  (merged into losses)
-  assert _common.mlp_policy is algos.mlp_policy and _common.make_env is algos.make_env
-  assert trajectory_losses.reinforce_loss is __import__("pgjax").losses.reinforce_loss
-
-
 def test_evaluation_leaves_training_unchanged_and_is_empty_when_off():
   config = algos.ReinforceConfig(num_envs=4, learning_rate=0.05, **_COMMON)
   p0, m0 = jax.jit(algos.make_train(config))(jax.random.key(3))

@@ -11,7 +11,7 @@ from jax.flatten_util import ravel_pytree
 import pgjax
 from pgjax import testing
 from pgjax._src import problems as base_problems
-from pgjax._src import problems_argmax as pa
+from pgjax._src.problems import classification as pa
 
 
 def test_policy_gradient_closed_form_matches_autodiff_and_foundation(key):

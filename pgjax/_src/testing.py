@@ -22,7 +22,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from pgjax._src import sweep
-from pgjax._src import utils
+from pgjax._src import validation
 
 
 def _flat(tree):
@@ -38,9 +38,9 @@ def check_unbiased(estimator: Callable, params: Any, key: jax.Array, *, target: 
   Returns:
     ``(ok, report, stats)``; ``report`` lists the worst coordinates in standard errors.
   """
-  num_replicates = utils.check_positive_int(num_replicates, "num_replicates", minimum=2)
-  utils.check_positive(num_se, "num_se")
-  utils.tree_check_same_structure(params, target, "params", "target")
+  num_replicates = validation.check_positive_int(num_replicates, "num_replicates", minimum=2)
+  validation.check_positive(num_se, "num_se")
+  validation.check_same_structure(params, target, "params", "target")
   stats = sweep.gradient_stats(estimator, params, key, num_seeds=num_replicates, true_grad=target,
                                chunk_size=chunk_size)
   mean, se, t = _flat(stats.mean), _flat(stats.mean_se), _flat(target)
@@ -83,8 +83,8 @@ def assert_variance_less(estimator_a: Callable, estimator_b: Callable, params: A
   Returns:
     ``(stats_a, stats_b)``.
   """
-  utils.check_positive(ratio, "ratio")
-  ka, kb = jax.random.split(utils.as_key(key))
+  validation.check_positive(ratio, "ratio")
+  ka, kb = jax.random.split(validation.as_key(key))
   sa = sweep.gradient_stats(estimator_a, params, ka, num_seeds=num_replicates, chunk_size=chunk_size)
   sb = sweep.gradient_stats(estimator_b, params, kb, num_seeds=num_replicates, chunk_size=chunk_size)
   va, sea = float(sa.total_variance), float(sa.total_variance_se)

@@ -8,23 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Re-exported for modules that still import validators from here; new code imports `validation`.
-from pgjax._src.validation import as_key  # noqa: F401
-from pgjax._src.validation import check_callable  # noqa: F401
-from pgjax._src.validation import check_distribution  # noqa: F401
-from pgjax._src.validation import check_float_tree  # noqa: F401
-from pgjax._src.validation import check_nonnegative  # noqa: F401
-from pgjax._src.validation import check_positive  # noqa: F401
-from pgjax._src.validation import check_positive_int  # noqa: F401
-from pgjax._src.validation import check_range  # noqa: F401
-from pgjax._src.validation import check_same_structure  # noqa: F401
-from pgjax._src.validation import check_scalar  # noqa: F401
-from pgjax._src.validation import check_unit_interval  # noqa: F401
-from pgjax._src.validation import is_concrete  # noqa: F401
-from pgjax._src.validation import is_traced  # noqa: F401
-
-tree_check_same_structure = check_same_structure
-
 
 def tree_size(tree: Any) -> int:
   """Total number of scalar entries in a pytree."""

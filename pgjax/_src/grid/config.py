@@ -16,7 +16,7 @@ _TOP_LEVEL = {"num_seeds", "sample_sizes", "seed", "out", "chunk_size", "quick",
 _REQUIRED = ("num_seeds", "sample_sizes", "problems", "estimators")
 _BUILTIN_ESTIMATORS = ("score_function", "pathwise", "zeroth_order")
 # Modules searched for built-in problem constructors.
-_PROBLEM_MODULES = ("pgjax._src.problems", "pgjax._src.problems_argmax")
+_PROBLEM_MODULES = ("pgjax._src.problems",)
 _RETURNS_PROBLEM = re.compile(r"^(tuple\[)?([\w.]*\.)?Problem\b")
 # How a quick run changes the default output folder (shown in --help).
 QUICK_SUFFIX = "-quick"
