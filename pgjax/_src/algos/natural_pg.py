@@ -12,7 +12,21 @@ whose gradient at :math:`\theta` is the policy gradient (per step). The directio
 distribution averaged over the visited states (:func:`pgjax.natural.fisher_vector_product`, a
 Gauss-Newton product; the matrix is never formed). Then
 
-* ``method="npg"`` (Kakade, 2001): :math:`\theta \leftarrow \theta + \eta\, d` with a fixed step size;
+* ``method="npg"`` (Kakade, 2001): :math:`\theta \leftarrow \theta + \eta\, d`. By default
+  (``step_size=None``) the step is the normalised natural gradient
+
+  .. math::
+     \eta = \sqrt{\frac{2\,\delta}{d^\top F d}}, \qquad \tfrac12 (\eta d)^\top F (\eta d) = \delta,
+
+  so that the quadratic model of the mean KL of every step equals the target :math:`\delta` = ``max_kl``
+  (undamped :math:`F`, :func:`pgjax.natural.trust_region_step`, no line search; the step rule of
+  Schulman et al.'s TRPO without its safeguard, and of Rajeswaran et al., "Towards generalization and
+  simplicity in continuous control", NeurIPS 2017). The achieved KL differs from :math:`\delta` by the
+  model's third-order error only; it is exact when the policy's mean is linear in the params and its
+  variance fixed. With a number ``step_size`` the step is that fixed :math:`\eta`, whose KL scales with
+  :math:`|g|^2` and so with the reward scale, the network and the advantage normalisation: a fixed
+  :math:`\eta` that moves on one problem can leave the policy still on another (on Acrobot-v1 a fixed
+  :math:`\eta = 0.1` gives a KL of about :math:`2\cdot 10^{-5}` per iteration);
 * ``method="trpo"`` (Schulman et al., 2015): the step is scaled to the KL radius
   (:func:`pgjax.natural.trust_region_step`, undamped curvature) and accepted by the vectorised
   backtracking line search on the exact mean KL and the surrogate
@@ -50,7 +64,7 @@ from pgjax._src.algos.actor_critic import (critic_advantages, fit_critic, make_e
 from pgjax._src.algos.policies import Policy, mlp_policy, policy_log_prob_entropy
 from pgjax._src.algos.training import episode_statistics, make_env
 from pgjax._src.rollout import rollout
-from pgjax._src.validation import check_positive_int, check_unit_interval
+from pgjax._src.validation import check_positive, check_positive_int, check_unit_interval
 
 __all__ = ["NaturalPGConfig", "NaturalPGMetrics", "make_natural_pg_train"]
 
@@ -64,9 +78,12 @@ class NaturalPGConfig:
       reward_to_go, time_discount, baseline, normalize_advantages: as in
       :class:`pgjax.algos.ReinforceConfig` (``time_discount`` multiplies the reward-to-go by
       :math:`\\gamma^{t - t_0}`, the unbiased form for :math:`\\gamma < 1`).
-    method: ``"npg"`` (fixed step ``step_size``) or ``"trpo"`` (KL radius ``max_kl`` + line search). Static.
-    step_size: NPG step :math:`\\eta`. Traced.
-    max_kl: TRPO radius :math:`\\delta`. Traced.
+    method: ``"npg"`` (no line search) or ``"trpo"`` (KL radius ``max_kl`` + line search). Static.
+    step_size: NPG only. ``None`` (default): the step is scaled so that its quadratic-model KL
+      :math:`\\tfrac12 s^\\top F s` equals ``max_kl`` (normalised natural gradient); a number: the fixed
+      step :math:`\\eta` of :math:`\\theta + \\eta (F + \\lambda I)^{-1} g` (traced, so a grid is a
+      ``vmap``). The choice between the two is static.
+    max_kl: :math:`\\delta`: TRPO's radius, and NPG's KL target when ``step_size`` is ``None``. Traced.
     damping: :math:`\\lambda` in :math:`(F + \\lambda I)^{-1} g`. Traced.
     cg_iters: conjugate-gradient iterations. Static.
     line_search_steps: TRPO backtracking fractions tried. Static.
@@ -90,7 +107,7 @@ class NaturalPGConfig:
   baseline: Any = struct.field(pytree_node=False, default="leave_one_out")
   normalize_advantages: bool = struct.field(pytree_node=False, default=True)
   method: str = struct.field(pytree_node=False, default="trpo")
-  step_size: float = 0.1
+  step_size: float | None = None
   max_kl: float = 0.01
   damping: float = 0.1
   cg_iters: int = struct.field(pytree_node=False, default=10)
@@ -142,6 +159,8 @@ def make_natural_pg_train(config: NaturalPGConfig):
   cg_iters = check_positive_int(config.cg_iters, "cg_iters")
   ls_steps = check_positive_int(config.line_search_steps, "line_search_steps")
   check_unit_interval(config.discount, "discount")
+  check_positive(config.step_size, "step_size")  # None (the KL-target rule) and traced values pass
+  check_positive(config.max_kl, "max_kl")
   if config.method not in ("npg", "trpo"):
     raise ValueError(f"`method` must be 'npg' or 'trpo', got {config.method!r}.")
   baseline = _baselines.get(config.baseline, num_samples=num_envs, samples_name="num_envs", supports=())
@@ -194,7 +213,11 @@ def make_natural_pg_train(config: NaturalPGConfig):
       fvp = _fisher.fisher_vector_product(lambda p: policy.apply(p, traj.obs), params)
       d, cg_info = _ng.natural_gradient(g, fvp, damping=config.damping, iters=cg_iters)
       if config.method == "npg":
-        new_params = jax.tree.map(lambda p, x: p + config.step_size * x, params, d)
+        if config.step_size is None:  # normalised: quadratic-model KL of the step = max_kl
+          d, _ = _ng.trust_region_step(d, g, fvp, max_kl=config.max_kl)
+          new_params = jax.tree.map(lambda p, x: p + x, params, d)
+        else:
+          new_params = jax.tree.map(lambda p, x: p + config.step_size * x, params, d)
         fraction = jnp.ones(())
       else:
         step, tr = _ng.trust_region_step(d, g, fvp, max_kl=config.max_kl)
