@@ -2,9 +2,9 @@
 
 Closed form: for a Gaussian policy with a mean linear in the params and a fixed variance,
 :math:`a \\sim N(\\theta^\\top \\phi(s), \\sigma^2)`, the KL between two policies is exactly quadratic,
-:math:`KL = \\tfrac12 \\Delta^\\top F \\Delta` with :math:`F = E[\\phi\\phi^\\top]/\\sigma^2` (the mean Fisher over
-the visited states), so the exact mean KL of a normalised step, which the trainer reports as ``metrics.kl``,
-must equal the target to float precision, whatever the damping of the direction.
+:math:`KL = \\tfrac12 \\Delta^\\top F \\Delta` with :math:`F = E[\\phi\\phi^\\top]/\\sigma^2`
+(the mean Fisher over the visited states), so the exact mean KL of a normalised step, which the trainer
+reports as ``metrics.kl``, must equal the target to float precision, whatever the damping of the direction.
 
 That the default moves a neural policy on Acrobot-v1 (mean exact KL per iteration within a factor of 2 of the
 target) is a claim of ``experiments/rl_trainers.py`` (a trainer on a gymnax environment takes too long to
@@ -43,7 +43,8 @@ def _kl_per_target(config, keys):
   def run(args):
     max_kl, key = args
     return algos.make_train(config.replace(max_kl=max_kl))(key)[1].kl
-  return np.asarray(jax.jit(lambda m, k: jax.lax.map(run, (m, k)))(_TARGETS, keys))  # compiles faster than vmap
+  # lax.map compiles faster than vmap here
+  return np.asarray(jax.jit(lambda m, k: jax.lax.map(run, (m, k)))(_TARGETS, keys))
 
 
 @pytest.fixture(scope="module")
