@@ -464,6 +464,159 @@ def _probe_part(est, name, part):
   return lambda ks, kl, ps, ps2: jax.grad(lambda q: _sq_norm(est(ks[0], q)[0]))(ps[name])
 
 
+class _Tolerances(NamedTuple):
+  rtol: float
+  atol: float
+  variant_rtol: float
+  fd_rtol: float
+
+
+def _validate_cases(cases: Mapping[str, Mapping[str, Any]]) -> None:
+  for name, c in cases.items():
+    unknown = set(c) - set(_PER_CASE)
+    if unknown:
+      raise TypeError(f"case {name!r}: unknown options {sorted(unknown)}; known: {_PER_CASE}")
+    if "estimator" not in c or "params" not in c:
+      raise TypeError(f"case {name!r} needs `estimator` and `params`")
+    if c.get("nan_policy") is not None and c["nan_policy"] not in NAN_POLICIES:
+      raise ValueError(f"`nan_policy` must be None or one of {NAN_POLICIES}, got {c['nan_policy']!r}.")
+
+
+def _prepare_cases(cases: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+  """Copies of the cases with strongly typed ``params`` and ``other_params`` and a ``skip`` entry."""
+  opt = {n: dict(c) for n, c in cases.items()}
+  for c in opt.values():
+    c["params"] = _strong(c["params"])
+    c["other_params"] = (_default_perturb(c["params"]) if c.get("other_params") is None
+                         else _strong(c["other_params"]))
+    c.setdefault("skip", ())
+  return opt
+
+
+def _params_of(opt, which="params"):
+  return {n: c[which] for n, c in opt.items()}
+
+
+def _run_probes(opt, counters, keys, jit):
+  """Every transformation of every estimator as one program: ``(outputs, rerun)``.
+
+  ``rerun(which)`` calls the compiled program again, once per ``which``: ``"keys"`` (keys swapped),
+  ``"params"`` (params and other params swapped) or ``"same"`` (the same arguments).
+  """
+  ps, ps2 = _params_of(opt), _params_of(opt, "other_params")
+  items = {}
+  for n, c in opt.items():
+    for part in _PARTS:
+      prop = next((p for p, q in _PART_OF.items() if q == part), None)
+      if prop is None or not _skipped(prop, c["skip"]):
+        items[(n, part)] = _probe_part(counters[n], n, part)
+  probe, rerun_fn = _fused(items, (keys, _legacy(keys[0]), ps, ps2), jit)
+  swapped = jnp.stack([keys[1], keys[0]])
+  reruns: dict[str, Any] = {}
+
+  def rerun(which):
+    if which not in reruns:
+      args = {"keys": (swapped, ps, ps2), "params": (keys, ps2, ps), "same": (keys, ps, ps2)}[which]
+      try:
+        reruns[which] = (jax.block_until_ready(rerun_fn(args[0], _legacy(args[0][0]), *args[1:])), None)
+      except Exception as e:  # noqa: BLE001
+        reruns[which] = (None, e)
+    return _value(reruns, which, "rerunning with other values")
+  return probe, rerun
+
+
+def _dtype_outputs(opt, key, jit):
+  """Each extra dtype's estimates, one program per dtype (``float64`` inside ``jax.enable_x64``).
+
+  Keys ``(name, dtype)``: the estimate; ``(name, dtype, "params")``: the params it was called with.
+  """
+  outs = {}
+  for dt in sorted({jnp.dtype(d).name for c in opt.values() for d in c.get("dtypes", ())}):
+    dtype = jnp.dtype(dt)
+    names = [n for n, c in opt.items() if dt in {jnp.dtype(d).name for d in c.get("dtypes", ())}
+             and not _skipped(f"dtype[{dt}]", c["skip"])]
+    ctx = jax.enable_x64(True) if dtype.itemsize == 8 else contextlib.nullcontext()
+    with ctx:
+      pd, est_d = {}, {}
+      for n in names:
+        c = opt[n]
+        try:
+          pd[n] = (c["make_params"](dtype) if c.get("make_params") is not None
+                   else cast_floating(c["params"], dtype))
+          est_d[n] = (c["rebuild"]() if (c.get("rebuild") is not None and dtype.itemsize == 8)
+                      else c["estimator"])
+        except Exception as e:  # noqa: BLE001
+          outs[(n, dt)] = (None, e)
+      items = {(n, dt): (lambda k, p, n=n, e=est_d[n]: e(k, p[n])) for n in est_d}
+      fused, _ = _fused(items, (key, pd), jit)
+    outs.update(fused)
+    for n in est_d:
+      outs[(n, dt, "params")] = (pd[n], None)
+  return outs
+
+
+def _tree_outputs(opt, key, jit):
+  """``(grads, grad of |grads|^2)`` on each of the ``structures`` (trees with None, scalar, empty leaves)."""
+  def both(est, k, p):
+    return est(k, p)[0], jax.grad(lambda q: _sq_norm(est(k, q)[0]))(p)
+  tree_params = {(n, s): sp for n, c in opt.items() for s, (_, sp) in (c.get("structures") or {}).items()}
+  items = {(n, s): (lambda k, tp, n=n, s=s, e=e: both(e, k, tp[(n, s)]))
+           for n, c in opt.items() for s, (e, _) in (c.get("structures") or {}).items()
+           if not _skipped(f"tree[{s}]", c["skip"])}
+  return _fused(items, (key, tree_params), jit)[0]
+
+
+def _variant_outputs(opt, key, jit):
+  """The grads of each of the ``variants`` (other chunkings of the same estimator) with the same key."""
+  items = {(n, v): (lambda k, p, n=n, e=e: e(k, p[n])[0])
+           for n, c in opt.items() for v, e in (c.get("variants") or {}).items()
+           if not _skipped(f"variant[{v}]", c["skip"])}
+  return _fused(items, (key, _params_of(opt)), jit)[0]
+
+
+def _hyperparameter_outputs(opt, key, fd_step, jit):
+  r"""For each hyperparameter ``h``: :math:`\|\hat g_h\|^2` and its ``jax.grad`` at the value, the same at
+  ``value +- delta`` (for a central finite difference), and ``delta``."""
+  values, items = {}, {}
+  for n, c in opt.items():
+    for h, (build, value) in (c.get("hyperparameters") or {}).items():
+      if _skipped(f"hyperparameter[{h}]", c["skip"]):
+        continue
+      delta = fd_step * (abs(float(value)) or 1.0)
+      values[(n, h)] = jnp.asarray(value, jnp.float32)
+
+      def hyper(hv, p, n=n, h=h, build=build, delta=delta):
+        def sq(x):
+          return _sq_norm(build(x)(key, p[n])[0])
+        x = hv[(n, h)]
+        return jax.value_and_grad(sq)(x), jax.vmap(sq)(jnp.stack([x + delta, x - delta])), delta
+      items[(n, h)] = hyper
+  return _fused(items, (values, _params_of(opt)), jit)[0]
+
+
+def _nan_outputs(opt, nan_keys, jit):
+  """``nan_estimator`` vmapped over ``nan_keys``, for the cases whose policy returns a result."""
+  items = {n: (lambda ks, p, n=n, e=c["nan_estimator"]: jax.vmap(e, in_axes=(0, None))(ks, p[n]))
+           for n, c in opt.items()
+           if c.get("nan_estimator") is not None and c.get("nan_policy") not in (None, "raise")
+           and not _skipped("nan_policy", c["skip"])}
+  return _fused(items, (nan_keys, _params_of(opt)), jit)[0]
+
+
+@dataclasses.dataclass
+class _Programs:
+  """What the shared programs computed, for every case: ``{(case name, ...): (value, error)}`` each."""
+  keys: jax.Array      # [2] typed keys; keys[0] is the base key
+  nan_keys: jax.Array  # [8] keys for the NaN policy
+  probe: dict          # the transformations (base, legacy_key, vmap_keys, vmap_params, grad)
+  rerun: Callable[[str], dict]
+  dtype: dict
+  tree: dict
+  variant: dict
+  hyper: dict
+  nan: dict
+
+
 def check_estimators(cases: Mapping[str, Mapping[str, Any]], *, key: jax.Array | None = None,
                      compiler_options: Mapping[str, Any] | None = None, rtol: float = 1e-4,
                      atol: float = 1e-6, variant_rtol: float = 1e-5, fd_step: float = 1e-3,
@@ -479,116 +632,25 @@ def check_estimators(cases: Mapping[str, Mapping[str, Any]], *, key: jax.Array |
   Returns:
     ``{name: ConformanceReport}``.
   """
-  for name, c in cases.items():
-    unknown = set(c) - set(_PER_CASE)
-    if unknown:
-      raise TypeError(f"case {name!r}: unknown options {sorted(unknown)}; known: {_PER_CASE}")
-    if "estimator" not in c or "params" not in c:
-      raise TypeError(f"case {name!r} needs `estimator` and `params`")
-    if c.get("nan_policy") is not None and c["nan_policy"] not in NAN_POLICIES:
-      raise ValueError(f"`nan_policy` must be None or one of {NAN_POLICIES}, got {c['nan_policy']!r}.")
+  _validate_cases(cases)
   key = jax.random.key(0) if key is None else key
   if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.wrap_key_data(key)
   keys = jax.random.split(key, 2)
-  swapped = jnp.stack([keys[1], keys[0]])
   jit = functools.partial(jax.jit, compiler_options=compiler_options)
-  opt = {n: dict(c) for n, c in cases.items()}
-  for c in opt.values():
-    c["params"] = _strong(c["params"])
-    c["other_params"] = (_default_perturb(c["params"]) if c.get("other_params") is None
-                         else _strong(c["other_params"]))
-    c.setdefault("skip", ())
-  ps = {n: c["params"] for n, c in opt.items()}
-  ps2 = {n: c["other_params"] for n, c in opt.items()}
-
-  # 1. Every transformation of every estimator: one program.
+  opt = _prepare_cases(cases)
   counters = {n: TraceCounter(c["estimator"]) for n, c in opt.items()}
-  items = {}
-  for n, c in opt.items():
-    for part in _PARTS:
-      prop = next((p for p, q in _PART_OF.items() if q == part), None)
-      if prop is None or not _skipped(prop, c["skip"]):
-        items[(n, part)] = _probe_part(counters[n], n, part)
-  probe, rerun_fn = _fused(items, (keys, _legacy(keys[0]), ps, ps2), jit)
+  probe, rerun = _run_probes(opt, counters, keys, jit)
   traces = {n: t.count for n, t in counters.items()}
-  reruns: dict[str, Any] = {}
-
-  def rerun(which):
-    if which not in reruns:
-      args = {"keys": (swapped, ps, ps2), "params": (keys, ps2, ps), "same": (keys, ps, ps2)}[which]
-      try:
-        reruns[which] = (jax.block_until_ready(rerun_fn(args[0], _legacy(args[0][0]), *args[1:])), None)
-      except Exception as e:  # noqa: BLE001
-        reruns[which] = (None, e)
-    return _value(reruns, which, "rerunning with other values")
-
-  # 2. Extra dtypes: one program per dtype.
-  dtype_outs = {}
-  for dt in sorted({jnp.dtype(d).name for c in opt.values() for d in c.get("dtypes", ())}):
-    dtype = jnp.dtype(dt)
-    names = [n for n, c in opt.items() if dt in {jnp.dtype(d).name for d in c.get("dtypes", ())}
-             and not _skipped(f"dtype[{dt}]", c["skip"])]
-    ctx = jax.enable_x64(True) if dtype.itemsize == 8 else contextlib.nullcontext()
-    with ctx:
-      pd, est_d = {}, {}
-      for n in names:
-        c = opt[n]
-        try:
-          pd[n] = c["make_params"](dtype) if c.get("make_params") is not None else cast_floating(c["params"], dtype)
-          est_d[n] = c["rebuild"]() if (c.get("rebuild") is not None and dtype.itemsize == 8) else c["estimator"]
-        except Exception as e:  # noqa: BLE001
-          dtype_outs[(n, dt)] = (None, e)
-      its = {(n, dt): (lambda k, p, n=n, e=est_d[n]: e(k, p[n])) for n in est_d}
-      outs, _ = _fused(its, (keys[0], pd), jit)
-    dtype_outs.update(outs)
-    for n in est_d:
-      dtype_outs[(n, dt, "params")] = (pd[n], None)
-
-  # 3. Trees with None / scalar / zero-size leaves.
-  def both(est, k, p):
-    return est(k, p)[0], jax.grad(lambda q: _sq_norm(est(k, q)[0]))(p)
-  tree_params = {(n, s): sp for n, c in opt.items() for s, (_, sp) in (c.get("structures") or {}).items()}
-  tree_items = {(n, s): (lambda k, tp, n=n, s=s, e=e: both(e, k, tp[(n, s)]))
-                for n, c in opt.items() for s, (e, _) in (c.get("structures") or {}).items()
-                if not _skipped(f"tree[{s}]", c["skip"])}
-  tree_outs, _ = _fused(tree_items, (keys[0], tree_params), jit)
-
-  # 4. Variants (other chunkings): the same key must give the same estimate.
-  var_items = {(n, v): (lambda k, p, n=n, e=e: e(k, p[n])[0])
-               for n, c in opt.items() for v, e in (c.get("variants") or {}).items()
-               if not _skipped(f"variant[{v}]", c["skip"])}
-  var_outs, _ = _fused(var_items, (keys[0], ps), jit)
-
-  # 5. Derivatives with respect to hyperparameters, against central finite differences.
-  hyper_vals, hyper_items = {}, {}
-  for n, c in opt.items():
-    for h, (build, value) in (c.get("hyperparameters") or {}).items():
-      if _skipped(f"hyperparameter[{h}]", c["skip"]):
-        continue
-      delta = fd_step * (abs(float(value)) or 1.0)
-      hyper_vals[(n, h)] = jnp.asarray(value, jnp.float32)
-
-      def hyper(hv, p, n=n, h=h, build=build, delta=delta):
-        def sq(x):
-          return _sq_norm(build(x)(keys[0], p[n])[0])
-        x = hv[(n, h)]
-        return jax.value_and_grad(sq)(x), jax.vmap(sq)(jnp.stack([x + delta, x - delta])), delta
-      hyper_items[(n, h)] = hyper
-  hyper_outs, _ = _fused(hyper_items, (hyper_vals, ps), jit)
-
-  # 6. NaN policy, on 8 keys folded from `key` so that some draws hit the NaN region.
+  # The NaN policy runs on 8 keys folded from `key`, so that some draws hit the NaN region.
   nan_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(8))
-  nan_items = {n: (lambda ks, p, n=n, e=c["nan_estimator"]: jax.vmap(e, in_axes=(0, None))(ks, p[n]))
-               for n, c in opt.items()
-               if c.get("nan_estimator") is not None and c.get("nan_policy") not in (None, "raise")
-               and not _skipped("nan_policy", c["skip"])}
-  nan_outs, _ = _fused(nan_items, (nan_keys, ps), jit)
-
-  reports = {}
-  for n, c in opt.items():
-    reports[n] = _case_report(n, c, probe, rerun, counters[n], traces[n], dtype_outs, tree_outs, var_outs,
-                              hyper_outs, nan_outs, nan_keys, keys, rtol, atol, variant_rtol, fd_rtol)
+  programs = _Programs(keys=keys, nan_keys=nan_keys, probe=probe, rerun=rerun,
+                       dtype=_dtype_outputs(opt, keys[0], jit), tree=_tree_outputs(opt, keys[0], jit),
+                       variant=_variant_outputs(opt, keys[0], jit),
+                       hyper=_hyperparameter_outputs(opt, keys[0], fd_step, jit),
+                       nan=_nan_outputs(opt, nan_keys, jit))
+  tol = _Tolerances(rtol, atol, variant_rtol, fd_rtol)
+  reports = {n: _case_report(_Case(n, c, programs, counters[n], traces[n], tol)) for n, c in opt.items()}
   if raise_on_failure:
     bad = {n: r for n, r in reports.items() if not r.ok}
     if bad:
@@ -598,162 +660,204 @@ def check_estimators(cases: Mapping[str, Mapping[str, Any]], *, key: jax.Array |
   return reports
 
 
-def _case_report(n, c, probe, rerun, counter, traces, dtype_outs, tree_outs, var_outs, hyper_outs, nan_outs,
-                 nan_keys, keys, rtol, atol, variant_rtol, fd_rtol):
-  results: list[PropertyResult] = []
-  skip, params = c["skip"], c["params"]
+@dataclasses.dataclass
+class _Case:
+  """One estimator's options and the shared programs' outputs, as its property checks see them."""
+  name: str
+  options: dict
+  programs: _Programs
+  counter: TraceCounter
+  traces: int  # the estimator's trace count after the first compilation
+  tol: _Tolerances
 
-  def get(part):
-    return _value(probe, (n, part), part.replace("_", " "))
+  @property
+  def params(self):
+    return self.options["params"]
 
-  def from_rerun(which):
-    out = rerun(which)
-    if (n, "base") not in out:
-      get("base")
-    return out[(n, "base")]
+  def get(self, part):
+    """One transformation's output (``_PARTS``); AssertionError if it was not computed or raised."""
+    return _value(self.programs.probe, (self.name, part), part.replace("_", " "))
 
-  def structure():
-    assert_same_structure_and_dtypes(get("base")[0], params)
+  def rerun_base(self, which):
+    """The base estimate from a rerun of the transformations with other values (see :func:`_run_probes`)."""
+    out = self.programs.rerun(which)
+    if (self.name, "base") not in out:
+      self.get("base")
+    return out[(self.name, "base")]
 
-  def aux_contract():
-    aux = get("base")[1]
-    if not (isinstance(aux, tuple) and hasattr(aux, "_fields")):
-      raise AssertionError(f"aux must be a NamedTuple with fixed fields, got {type(aux).__name__}")
-    if c.get("require_num_evaluations", True) and "num_evaluations" not in aux._fields:
-      raise AssertionError(f"aux {type(aux).__name__} has no `num_evaluations` field (fields: {aux._fields})")
 
-  def finite():
-    bad = _first_nonfinite(get("base")[0])
-    if bad:
-      raise AssertionError(f"grads{bad}")
+def _require_finite(tree, message):
+  """AssertionError ``message.format(<first non-finite leaf>)`` if ``tree`` has a non-finite entry."""
+  bad = _first_nonfinite(tree)
+  if bad:
+    raise AssertionError(message.format(bad))
 
-  def keys_identical():
-    assert_trees_equal(get("legacy_key"), get("base"), "result(PRNGKey)", "result(key)")
 
-  def traced_once():
-    get("base")
-    rerun("keys")
-    rerun("params")
-    if counter.count != traces:
-      raise AssertionError(f"retraced on new key/params values (same shapes): the estimator's Python body ran "
-                           f"{counter.count - traces} more times after the first call")
+def _check_structure(case):
+  assert_same_structure_and_dtypes(case.get("base")[0], case.params)
 
-  def deterministic():
-    again = rerun("same")
-    for part in _PARTS:
-      if (n, part) in again:
-        assert_trees_equal(again[(n, part)], get(part), f"{part}, second call", f"{part}, first call")
 
-  def eager_close():
-    assert_trees_close(c["estimator"](keys[0], params), get("base"), rtol=rtol, atol=atol, name_a="eager",
-                       name_b="jit")
+def _check_aux(case):
+  aux = case.get("base")[1]
+  if not (isinstance(aux, tuple) and hasattr(aux, "_fields")):
+    raise AssertionError(f"aux must be a NamedTuple with fixed fields, got {type(aux).__name__}")
+  if case.options.get("require_num_evaluations", True) and "num_evaluations" not in aux._fields:
+    raise AssertionError(f"aux {type(aux).__name__} has no `num_evaluations` field (fields: {aux._fields})")
 
-  def vmap_keys():
-    batched = get("vmap_keys")
-    assert_trees_close(_row(batched, 0), get("base"), rtol=rtol, atol=atol,
-                       name_a="vmap(keys)[0]", name_b="result(keys[0])")
-    assert_trees_close(_row(batched, 1), from_rerun("keys"), rtol=rtol, atol=atol,
-                       name_a="vmap(keys)[1]", name_b="result(keys[1])")
 
-  def vmap_params():
-    batched = get("vmap_params")
-    assert_trees_close(_row(batched, 0), get("base"), rtol=rtol, atol=atol,
-                       name_a="vmap(params)[0]", name_b="result(params)")
-    assert_trees_close(_row(batched, 1), from_rerun("params"), rtol=rtol, atol=atol,
-                       name_a="vmap(params)[1]", name_b="result(other_params)")
+def _check_finite(case):
+  _require_finite(case.get("base")[0], "grads{}")
 
-  def grad():
-    g = get("grad")
-    assert_same_structure_and_dtypes(g, params, "grad of |grads|^2", "params")
-    bad = _first_nonfinite(g)
-    if bad:
-      raise AssertionError(f"grad of |grads|^2 w.r.t. params: {bad}")
 
-  _record(results, "structure", skip, structure)
-  _record(results, "aux", skip, aux_contract)
-  _record(results, "finite", skip, finite)
-  _record(results, "keys", skip, keys_identical)
-  _record(results, "jit", skip, traced_once)
-  _record(results, "deterministic", skip, deterministic)
-  if c.get("eager", False):
-    _record(results, "eager", skip, eager_close)
-  _record(results, "vmap_keys", skip, vmap_keys)
-  _record(results, "vmap_params", skip, vmap_params)
-  _record(results, "grad", skip, grad)
+def _check_legacy_key(case):
+  assert_trees_equal(case.get("legacy_key"), case.get("base"), "result(PRNGKey)", "result(key)")
 
-  for d in c.get("dtypes", ()):
-    dt = jnp.dtype(d).name
 
-    def dtype_check(dt=dt):
-      p = _value(dtype_outs, (n, dt, "params"), f"building {dt} params")
-      for path, leaf in _float_leaves_with_path(p):
-        if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) and jnp.dtype(jnp.result_type(leaf)).name != dt:
-          raise AssertionError(f"make_params({dt}) returned params{path} of dtype {jnp.result_type(leaf)}")
-      grads, _ = _value(dtype_outs, (n, dt), f"with {dt} params, the estimator")
-      assert_same_structure_and_dtypes(grads, p)
-      bad = _first_nonfinite(grads)
-      if bad:
-        raise AssertionError(f"grads{bad} with {dt} params")
-    _record(results, f"dtype[{dt}]", skip, dtype_check)
+def _check_traced_once(case):
+  case.get("base")
+  case.programs.rerun("keys")
+  case.programs.rerun("params")
+  if case.counter.count != case.traces:
+    raise AssertionError(f"retraced on new key/params values (same shapes): the estimator's Python body ran "
+                         f"{case.counter.count - case.traces} more times after the first call")
 
-  for s, (_, sp) in (c.get("structures") or {}).items():
-    def tree_check(s=s, sp=sp):
-      g, gg = _value(tree_outs, (n, s), "the estimator")
-      assert_same_structure_and_dtypes(g, sp)
-      bad = _first_nonfinite(g)
-      if bad:
-        raise AssertionError(f"grads{bad}")
-      assert_same_structure_and_dtypes(gg, sp, "grad of |grads|^2", "params")
-      bad = _first_nonfinite(gg)
-      if bad:
-        raise AssertionError(f"grad of |grads|^2 w.r.t. params: {bad}")
-    _record(results, f"tree[{s}]", skip, tree_check)
 
-  for v in c.get("variants") or {}:
-    def variant(v=v):
-      res = _value(var_outs, (n, v), f"variant {v!r}")
-      assert_trees_close(res, get("base")[0], rtol=variant_rtol, atol=atol, name_a=f"grads({v})", name_b="grads")
-    _record(results, f"variant[{v}]", skip, variant)
+def _check_deterministic(case):
+  again = case.programs.rerun("same")
+  for part in _PARTS:
+    if (case.name, part) in again:
+      assert_trees_equal(again[(case.name, part)], case.get(part), f"{part}, second call",
+                         f"{part}, first call")
 
-  for h in c.get("hyperparameters") or {}:
-    def hyper(h=h):
-      (val, ad), (up, down), delta = _value(hyper_outs, (n, h), f"differentiating with respect to {h!r}")
-      val, ad, up, down, delta = (float(x) for x in (val, ad, up, down, delta))
-      if not np.isfinite(ad):
-        raise AssertionError(f"d|grads|^2/d{h} = {ad} is not finite (|grads|^2 = {val:.6g})")
-      fd = (up - down) / (2 * delta)
-      noise = 1e-5 * (abs(val) + abs(up) + abs(down)) / delta  # float32 rounding of the three values
-      if not abs(ad - fd) <= fd_rtol * max(abs(ad), abs(fd)) + noise:
-        raise AssertionError(f"jax.grad of |grads|^2 w.r.t. it is {ad:.6g}, central finite difference (step "
-                             f"{delta:g}) is {fd:.6g} (|grads|^2 = {val:.6g})")
-    _record(results, f"hyperparameter[{h}]", skip, hyper)
 
-  if c.get("nan_policy") is not None or c.get("nan_estimator") is not None:
-    def nan_check():
-      if c.get("nan_estimator") is None or c.get("nan_policy") is None:
-        return "give both `nan_estimator` and `nan_policy`"
-      if c["nan_policy"] == "raise":
-        try:
-          jax.block_until_ready(jax.vmap(c["nan_estimator"], in_axes=(0, None))(nan_keys, params))
-        except Exception:  # noqa: BLE001
-          return None
-        raise AssertionError(f"policy 'raise': a NaN in f did not raise (on {len(nan_keys)} keys)")
-      out = _value(nan_outs, n, "the estimator with a NaN in f")
-      return _check_nan(out, len(nan_keys), c["nan_policy"], c.get("nan_count", "num_nonfinite"),
-                        c.get("expected_nan_count"))
-    _record(results, "nan_policy", skip, nan_check)
+def _check_eager(case):
+  assert_trees_close(case.options["estimator"](case.programs.keys[0], case.params), case.get("base"),
+                     rtol=case.tol.rtol, atol=case.tol.atol, name_a="eager", name_b="jit")
 
+
+def _check_vmap_keys(case):
+  batched, tol = case.get("vmap_keys"), dict(rtol=case.tol.rtol, atol=case.tol.atol)
+  assert_trees_close(_row(batched, 0), case.get("base"), name_a="vmap(keys)[0]", name_b="result(keys[0])",
+                     **tol)
+  assert_trees_close(_row(batched, 1), case.rerun_base("keys"), name_a="vmap(keys)[1]",
+                     name_b="result(keys[1])", **tol)
+
+
+def _check_vmap_params(case):
+  batched, tol = case.get("vmap_params"), dict(rtol=case.tol.rtol, atol=case.tol.atol)
+  assert_trees_close(_row(batched, 0), case.get("base"), name_a="vmap(params)[0]", name_b="result(params)",
+                     **tol)
+  assert_trees_close(_row(batched, 1), case.rerun_base("params"), name_a="vmap(params)[1]",
+                     name_b="result(other_params)", **tol)
+
+
+def _check_grad(case):
+  g = case.get("grad")
+  assert_same_structure_and_dtypes(g, case.params, "grad of |grads|^2", "params")
+  _require_finite(g, "grad of |grads|^2 w.r.t. params: {}")
+
+
+# The properties every case runs, in report order (``eager`` only when asked for).
+_CORE_CHECKS = (("structure", _check_structure), ("aux", _check_aux), ("finite", _check_finite),
+                ("keys", _check_legacy_key), ("jit", _check_traced_once),
+                ("deterministic", _check_deterministic), ("eager", _check_eager),
+                ("vmap_keys", _check_vmap_keys), ("vmap_params", _check_vmap_params), ("grad", _check_grad))
+
+
+def _check_dtype(case, dt):
+  n = case.name
+  p = _value(case.programs.dtype, (n, dt, "params"), f"building {dt} params")
+  for path, leaf in _float_leaves_with_path(p):
+    if jnp.issubdtype(jnp.result_type(leaf), jnp.floating) and jnp.dtype(jnp.result_type(leaf)).name != dt:
+      raise AssertionError(f"make_params({dt}) returned params{path} of dtype {jnp.result_type(leaf)}")
+  grads, _ = _value(case.programs.dtype, (n, dt), f"with {dt} params, the estimator")
+  assert_same_structure_and_dtypes(grads, p)
+  _require_finite(grads, "grads{} with " + dt + " params")
+
+
+def _check_tree(case, s, sp):
+  g, gg = _value(case.programs.tree, (case.name, s), "the estimator")
+  assert_same_structure_and_dtypes(g, sp)
+  _require_finite(g, "grads{}")
+  assert_same_structure_and_dtypes(gg, sp, "grad of |grads|^2", "params")
+  _require_finite(gg, "grad of |grads|^2 w.r.t. params: {}")
+
+
+def _check_variant(case, v):
+  res = _value(case.programs.variant, (case.name, v), f"variant {v!r}")
+  assert_trees_close(res, case.get("base")[0], rtol=case.tol.variant_rtol, atol=case.tol.atol,
+                     name_a=f"grads({v})", name_b="grads")
+
+
+def _check_hyperparameter(case, h):
+  (val, ad), (up, down), delta = _value(case.programs.hyper, (case.name, h),
+                                        f"differentiating with respect to {h!r}")
+  val, ad, up, down, delta = (float(x) for x in (val, ad, up, down, delta))
+  if not np.isfinite(ad):
+    raise AssertionError(f"d|grads|^2/d{h} = {ad} is not finite (|grads|^2 = {val:.6g})")
+  fd = (up - down) / (2 * delta)
+  noise = 1e-5 * (abs(val) + abs(up) + abs(down)) / delta  # float32 rounding of the three values
+  if not abs(ad - fd) <= case.tol.fd_rtol * max(abs(ad), abs(fd)) + noise:
+    raise AssertionError(f"jax.grad of |grads|^2 w.r.t. it is {ad:.6g}, central finite difference (step "
+                         f"{delta:g}) is {fd:.6g} (|grads|^2 = {val:.6g})")
+
+
+def _check_nan_policy(case):
+  c, nan_keys = case.options, case.programs.nan_keys
+  if c.get("nan_estimator") is None or c.get("nan_policy") is None:
+    return "give both `nan_estimator` and `nan_policy`"
+  if c["nan_policy"] == "raise":
+    try:
+      jax.block_until_ready(jax.vmap(c["nan_estimator"], in_axes=(0, None))(nan_keys, case.params))
+    except Exception:  # noqa: BLE001
+      return None
+    raise AssertionError(f"policy 'raise': a NaN in f did not raise (on {len(nan_keys)} keys)")
+  out = _value(case.programs.nan, case.name, "the estimator with a NaN in f")
+  return _check_nan(out, len(nan_keys), c["nan_policy"], c.get("nan_count", "num_nonfinite"),
+                    c.get("expected_nan_count"))
+
+
+def _bad_input_checks(case):
+  """``(name, check)`` for the bad keys, integer params and ``bad_arguments``: each must raise naming it."""
+  c, params, estimator = case.options, case.params, case.options["estimator"]
   if c.get("bad_keys", True):
     for label, bad in (("int", 0), ("float", jnp.array([0.0, 1.0], jnp.float32)),
                        ("uint32[3]", jnp.zeros((3,), jnp.uint32))):
-      _record(results, f"bad_key[{label}]", skip, functools.partial(
-          assert_raises_naming, functools.partial(jax.eval_shape, c["estimator"], bad, params), "key"))
+      yield f"bad_key[{label}]", functools.partial(
+          assert_raises_naming, functools.partial(jax.eval_shape, estimator, bad, params), "key")
   if c.get("bad_params", True):
     int_params = jax.tree_util.tree_map(lambda x: jnp.asarray(x).astype(jnp.int32), params)
-    _record(results, "bad_params", skip, functools.partial(
-        assert_raises_naming, functools.partial(jax.eval_shape, c["estimator"], keys[0], int_params), "params"))
+    yield "bad_params", functools.partial(
+        assert_raises_naming, functools.partial(jax.eval_shape, estimator, case.programs.keys[0], int_params),
+        "params")
   for call, arg in c.get("bad_arguments", ()):
-    _record(results, f"bad_argument[{arg}]", skip, functools.partial(assert_raises_naming, call, arg))
+    yield f"bad_argument[{arg}]", functools.partial(assert_raises_naming, call, arg)
+
+
+def _case_checks(case):
+  """``(property name, check)`` for one case, in report order; a check returns None or a skip reason."""
+  c = case.options
+  for name, check in _CORE_CHECKS:
+    if name != "eager" or c.get("eager", False):
+      yield name, functools.partial(check, case)
+  for d in c.get("dtypes", ()):
+    dt = jnp.dtype(d).name
+    yield f"dtype[{dt}]", functools.partial(_check_dtype, case, dt)
+  for s, (_, sp) in (c.get("structures") or {}).items():
+    yield f"tree[{s}]", functools.partial(_check_tree, case, s, sp)
+  for v in c.get("variants") or {}:
+    yield f"variant[{v}]", functools.partial(_check_variant, case, v)
+  for h in c.get("hyperparameters") or {}:
+    yield f"hyperparameter[{h}]", functools.partial(_check_hyperparameter, case, h)
+  if c.get("nan_policy") is not None or c.get("nan_estimator") is not None:
+    yield "nan_policy", functools.partial(_check_nan_policy, case)
+  yield from _bad_input_checks(case)
+
+
+def _case_report(case: _Case) -> ConformanceReport:
+  results: list[PropertyResult] = []
+  for name, check in _case_checks(case):
+    _record(results, name, case.options["skip"], check)
   return ConformanceReport(tuple(results))
 
 
