@@ -30,7 +30,8 @@ import optax
 from flax import struct
 
 from pgjax._src import returns as _returns
-from pgjax._src.algos.actor_critic import make_evaluation, scan_iterations
+from pgjax._src.algos.actor_critic import make_evaluation
+from pgjax._src.algos.loop import Trainer
 from pgjax._src.algos.policies import Policy, mlp_policy, policy_log_prob_entropy
 from pgjax._src.algos.training import make_env
 from pgjax._src.rollout import rollout
@@ -96,7 +97,8 @@ class EpisodeCEMMetrics(NamedTuple):
 
 
 def make_episode_cem_train(config: EpisodeCEMConfig):
-  """Builds ``train(key) -> (params, EpisodeCEMMetrics)``; see :class:`EpisodeCEMConfig`."""
+  """Builds ``train(key) -> (params, EpisodeCEMMetrics)`` (a resumable :class:`pgjax.algos.Trainer`); see
+  :class:`EpisodeCEMConfig`."""
   num_iterations = check_positive_int(config.num_iterations, "num_iterations")
   num_episodes = check_positive_int(config.num_episodes, "num_episodes")
   num_steps = check_positive_int(config.num_steps, "num_steps")
@@ -114,7 +116,7 @@ def make_episode_cem_train(config: EpisodeCEMConfig):
     lp, _ = policy_log_prob_entropy(policy, params, obs, actions)
     return -jnp.sum(mask * lp) / jnp.maximum(jnp.sum(mask), 1.0)
 
-  def train(key):
+  def setup(key):
     k_init, k_loop = jax.random.split(key)
     params = policy.init(k_init)
     opt_state = tx.init(params)
@@ -139,8 +141,8 @@ def make_episode_cem_train(config: EpisodeCEMConfig):
       metrics = (jnp.mean(ep_return), elite_ret[-1], jnp.mean(elite_ret), ce_loss(params, obs, actions, m))
       return (params, opt_state), metrics
 
-    (params, _), metrics, evals = scan_iterations(iteration, evaluate_carry, (params, opt_state), k_loop,
-                                                  num_updates=num_iterations, eval_every=config.eval_every)
-    return params, EpisodeCEMMetrics(*metrics, eval_return=evals)
+    return (params, opt_state), k_loop, iteration
 
-  return train
+  return Trainer(setup, num_iterations=num_iterations, params=lambda carry: carry[0],
+                 metrics=lambda m, evals: EpisodeCEMMetrics(*m, eval_return=evals), evaluate=evaluate_carry,
+                 eval_every=config.eval_every)

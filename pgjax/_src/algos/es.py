@@ -23,7 +23,8 @@ import optax
 from flax import struct
 
 from pgjax._src import returns as _returns
-from pgjax._src.algos.actor_critic import make_evaluation, scan_iterations
+from pgjax._src.algos.actor_critic import make_evaluation
+from pgjax._src.algos.loop import Trainer
 from pgjax._src.algos.policies import Policy, mlp_policy
 from pgjax._src.algos.training import make_env, make_optimizer
 from pgjax._src.rollout import rollout
@@ -110,7 +111,8 @@ def episode_fitness(policy: Policy, env: Any, env_params: Any, *, num_steps: int
 
 
 def make_es_train(config: ESConfig):
-  """Builds ``train(key) -> (params, ESMetrics)``; see :class:`ESConfig`."""
+  """Builds ``train(key) -> (params, ESMetrics)`` (a resumable :class:`pgjax.algos.Trainer`); see
+  :class:`ESConfig`."""
   num_iterations = check_positive_int(config.num_iterations, "num_iterations")
   num_steps = check_positive_int(config.num_steps, "num_steps")
   episodes = check_positive_int(config.episodes_per_eval, "episodes_per_eval")
@@ -124,7 +126,7 @@ def make_es_train(config: ESConfig):
   evaluate = make_evaluation(policy.apply, env, env_params, config)
   evaluate_carry = None if evaluate is None else (lambda k, carry: evaluate(k, carry[0]))
 
-  def train(key):
+  def setup(key):
     k_init, k_loop = jax.random.split(key)
     params = policy.init(k_init)
     opt_state = tx.init(params)
@@ -136,8 +138,8 @@ def make_es_train(config: ESConfig):
       params = optax.apply_updates(params, updates)
       return (params, opt_state), (jnp.mean(aux.values), jnp.max(aux.values), optax.tree.norm(g))
 
-    (params, _), metrics, evals = scan_iterations(iteration, evaluate_carry, (params, opt_state), k_loop,
-                                                  num_updates=num_iterations, eval_every=config.eval_every)
-    return params, ESMetrics(*metrics, eval_return=evals)
+    return (params, opt_state), k_loop, iteration
 
-  return train
+  return Trainer(setup, num_iterations=num_iterations, params=lambda carry: carry[0],
+                 metrics=lambda m, evals: ESMetrics(*m, eval_return=evals), evaluate=evaluate_carry,
+                 eval_every=config.eval_every)

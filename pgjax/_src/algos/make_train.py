@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from pgjax._src.algos import episode_cem, es, natural_pg, nes_es, param_cem, ppo, reinforce
+from pgjax._src.algos.loop import Trainer
 
 __all__ = ["make_train"]
 
@@ -20,14 +21,31 @@ _TRAINERS: dict[type, Callable[[Any], Callable]] = {
 }
 
 
-def make_train(config: Any) -> Callable:
-  """Returns ``train(key) -> (params, metrics)`` for any pgjax.algos config (e.g. ``ReinforceConfig``).
+def make_train(config: Any, *, callback: Callable[[int, dict], None] | None = None,
+               log_every: int = 1) -> Trainer:
+  r"""Returns ``train(key) -> (params, metrics)`` for any pgjax.algos config (e.g. ``ReinforceConfig``).
+
+  ``train`` is a :class:`pgjax.algos.Trainer`: it also runs in resumable pieces (``train.init(key)``,
+  ``train.run(state, num_iterations)``; checkpoints with :func:`pgjax.algos.save_checkpoint`).
+
+  Args:
+    config: the trainer's config.
+    callback: optional host function ``callback(iteration, metrics)`` called after iteration ``iteration``
+      (0-based) when ``iteration + 1`` is a multiple of ``log_every`` and after the last iteration, with a
+      dict of that iteration's metrics (numpy; leading batch axes under ``vmap``, still one call per
+      iteration). Works under ``jit`` and ``vmap``; the trained params are unchanged. E.g.
+      :class:`pgjax.algos.ProgressBar`.
+    log_every: see ``callback``.
 
   Raises:
-    TypeError: ``config`` is not a known config type.
+    TypeError: ``config`` is not a known config type, or ``callback`` is not callable.
+    ValueError: ``log_every`` is not a positive integer.
   """
   factory = _TRAINERS.get(type(config))
   if factory is None:
     names = ", ".join(sorted(t.__name__ for t in _TRAINERS))
     raise TypeError(f"`config` must be one of {names}, got {type(config).__name__}.")
-  return factory(config)
+  trainer = factory(config)
+  if callback is not None or log_every != 1:
+    trainer = trainer.with_callback(callback, log_every)
+  return trainer

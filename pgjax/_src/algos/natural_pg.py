@@ -59,8 +59,8 @@ from pgjax._src import fisher as _fisher
 from pgjax._src import natural_gradient as _ng
 from pgjax._src import baselines as _baselines
 from pgjax._src import losses as tl
-from pgjax._src.algos.actor_critic import (critic_advantages, fit_critic, make_evaluation, mlp_critic,
-                                           scan_iterations)
+from pgjax._src.algos.actor_critic import critic_advantages, fit_critic, make_evaluation, mlp_critic
+from pgjax._src.algos.loop import Trainer
 from pgjax._src.algos.policies import Policy, mlp_policy, policy_log_prob_entropy
 from pgjax._src.algos.training import episode_statistics, make_env
 from pgjax._src.rollout import rollout
@@ -176,7 +176,7 @@ def make_natural_pg_train(config: NaturalPGConfig):
   evaluate = make_evaluation(policy.apply, env, env_params, config)
   evaluate_carry = None if evaluate is None else (lambda k, carry: evaluate(k, carry[0]))
 
-  def train(key):
+  def setup(key):
     k_init, k_loop = jax.random.split(key)
     params = policy.init(k_init)
     critic_state = ()
@@ -235,8 +235,8 @@ def make_natural_pg_train(config: NaturalPGConfig):
                  mean_kl(new_params), fraction, cg_info.residual_norm, vloss)
       return (new_params, critic_state), metrics
 
-    (params, _), metrics, evals = scan_iterations(iteration, evaluate_carry, (params, critic_state), k_loop,
-                                                  num_updates=num_iterations, eval_every=config.eval_every)
-    return params, NaturalPGMetrics(*metrics, eval_return=evals)
+    return (params, critic_state), k_loop, iteration
 
-  return train
+  return Trainer(setup, num_iterations=num_iterations, params=lambda carry: carry[0],
+                 metrics=lambda m, evals: NaturalPGMetrics(*m, eval_return=evals), evaluate=evaluate_carry,
+                 eval_every=config.eval_every)

@@ -21,7 +21,8 @@ import optax
 from flax import struct
 
 from pgjax._src import nes as _nes
-from pgjax._src.algos.actor_critic import make_evaluation, scan_iterations
+from pgjax._src.algos.actor_critic import make_evaluation
+from pgjax._src.algos.loop import Trainer
 from pgjax._src.algos.policies import Policy, mlp_policy
 from pgjax._src.algos.training import make_env
 from pgjax._src.algos.es import episode_fitness
@@ -109,7 +110,8 @@ def _strategy(config: NESConfig) -> _nes.EvolutionStrategy:
 
 
 def make_nes_train(config: NESConfig):
-  """Builds ``train(key) -> (params, NESMetrics)``; ``params`` is the final mean of the search distribution."""
+  """Builds ``train(key) -> (params, NESMetrics)`` (a resumable :class:`pgjax.algos.Trainer`); ``params`` is
+  the final mean of the search distribution."""
   num_iterations = check_positive_int(config.num_iterations, "num_iterations")
   num_steps = check_positive_int(config.num_steps, "num_steps")
   episodes = check_positive_int(config.episodes_per_eval, "episodes_per_eval")
@@ -122,13 +124,14 @@ def make_nes_train(config: NESConfig):
   evaluate = make_evaluation(policy.apply, env, env_params, config)
   evaluate_state = None if evaluate is None else (lambda k, state: evaluate(k, state.mean))
 
-  def train(key):
+  def setup(key):
     k_init, k_loop = jax.random.split(key)
     state = strategy.init(policy.init(k_init), config.init_sigma)
     # the generations of pgjax.nes.run without restarts (same keys), with the evaluation between blocks
-    state, info, evals = scan_iterations(lambda s, k: strategy.step(k, s, fitness), evaluate_state, state,
-                                         k_loop, num_updates=num_iterations, eval_every=config.eval_every)
-    metrics = NESMetrics(info.fitness_mean, info.fitness_max, info.best_fitness, info.sigma_mean, evals)
-    return state.mean, metrics
+    return state, k_loop, lambda s, k: strategy.step(k, s, fitness)
 
-  return train
+  def metrics(info, evals):
+    return NESMetrics(info.fitness_mean, info.fitness_max, info.best_fitness, info.sigma_mean, evals)
+
+  return Trainer(setup, num_iterations=num_iterations, params=lambda state: state.mean, metrics=metrics,
+                 evaluate=evaluate_state, eval_every=config.eval_every)

@@ -18,7 +18,8 @@ from flax import struct
 
 from pgjax._src import cem as _cem
 from pgjax._src.algos.es import episode_fitness
-from pgjax._src.algos.actor_critic import make_evaluation, scan_iterations
+from pgjax._src.algos.actor_critic import make_evaluation
+from pgjax._src.algos.loop import Trainer
 from pgjax._src.algos.policies import Policy, mlp_policy
 from pgjax._src.algos.training import make_env
 from pgjax._src.validation import check_positive_int
@@ -88,7 +89,8 @@ class ParamCEMMetrics(NamedTuple):
 
 
 def make_param_cem_train(config: ParamCEMConfig):
-  """Builds ``train(key) -> (params, ParamCEMMetrics)``; ``params`` is the final CEM mean."""
+  """Builds ``train(key) -> (params, ParamCEMMetrics)`` (a resumable :class:`pgjax.algos.Trainer`);
+  ``params`` is the final CEM mean."""
   num_iterations = check_positive_int(config.num_iterations, "num_iterations")
   num_steps = check_positive_int(config.num_steps, "num_steps")
   episodes = check_positive_int(config.episodes_per_eval, "episodes_per_eval")
@@ -104,13 +106,14 @@ def make_param_cem_train(config: ParamCEMConfig):
   evaluate = make_evaluation(policy.apply, env, env_params, config)
   evaluate_state = None if evaluate is None else (lambda k, state: evaluate(k, state.mean))
 
-  def train(key):
+  def setup(key):
     k_init, k_loop = jax.random.split(key)
     state = cem.init(policy.init(k_init), config.init_std)
     # the generations of pgjax.cem.run (same keys), with the evaluation between blocks
-    state, info, evals = scan_iterations(lambda s, k: cem.step(k, s, fitness), evaluate_state, state, k_loop,
-                                         num_updates=num_iterations, eval_every=config.eval_every)
-    metrics = ParamCEMMetrics(info.fitness_mean, info.fitness_max, info.elite_threshold, info.std_mean, evals)
-    return state.mean, metrics
+    return state, k_loop, lambda s, k: cem.step(k, s, fitness)
 
-  return train
+  def metrics(info, evals):
+    return ParamCEMMetrics(info.fitness_mean, info.fitness_max, info.elite_threshold, info.std_mean, evals)
+
+  return Trainer(setup, num_iterations=num_iterations, params=lambda state: state.mean, metrics=metrics,
+                 evaluate=evaluate_state, eval_every=config.eval_every)

@@ -53,7 +53,8 @@ from flax import struct
 from pgjax._src import returns as _returns
 from pgjax._src.algos.training import make_env
 from pgjax._src.algos.actor_critic import (ActorCritic, evaluate_policy, mlp_actor_critic,
-                                           running_episode_returns, scan_with_evaluation, value_loss)
+                                           running_episode_returns, value_loss)
+from pgjax._src.algos.loop import Trainer
 from pgjax._src.losses import ppo_clip_loss
 from pgjax._src.rollout import RolloutState, rollout
 from pgjax._src.validation import check_positive_int
@@ -247,17 +248,16 @@ def _build(cfg, *, ppo: bool):
     metrics = (ep_return, n_eps) + tuple(last)
     return (params, opt_state, traj.final, running), metrics
 
-  def train(key):
+  def setup(key):
     k_init, k_reset, k_loop = jax.random.split(key, 3)
     params = ac.init(k_init)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k_reset, num_envs), env_params)
     carry = (params, tx.init(params), RolloutState(obs, env_state), jnp.zeros((num_envs,), jnp.float32))
-    carry, m, evals = scan_with_evaluation(update, evaluate, carry, k_loop, num_updates=num_updates,
-                                           eval_every=cfg.eval_every)
-    evals = jnp.zeros((0,), jnp.float32) if evals is None else evals
-    return carry[0], PPOMetrics(*m, eval_return=evals)
+    return carry, k_loop, update
 
-  return train
+  return Trainer(setup, num_iterations=num_updates, params=lambda carry: carry[0],
+                 metrics=lambda m, evals: PPOMetrics(*m, eval_return=evals), evaluate=evaluate,
+                 eval_every=cfg.eval_every, key_stream="separate")
 
 
 def make_ppo_train(config: PPOConfig):

@@ -37,8 +37,8 @@ from flax import struct
 
 from pgjax._src import baselines as _baselines
 from pgjax._src import losses as tl
-from pgjax._src.algos.actor_critic import (critic_advantages, fit_critic, make_evaluation, mlp_critic,
-                                           scan_iterations)
+from pgjax._src.algos.actor_critic import critic_advantages, fit_critic, make_evaluation, mlp_critic
+from pgjax._src.algos.loop import Trainer
 from pgjax._src.algos.policies import Policy, mlp_policy, policy_log_prob_entropy
 from pgjax._src.algos.training import episode_statistics, make_env, make_optimizer
 from pgjax._src.rollout import rollout
@@ -139,7 +139,8 @@ class ReinforceMetrics(NamedTuple):
 
 
 def make_reinforce_train(config: ReinforceConfig):
-  """Builds ``train(key) -> (params, ReinforceMetrics)`` for REINFORCE; see :class:`ReinforceConfig`."""
+  """Builds ``train(key) -> (params, ReinforceMetrics)`` for REINFORCE (a :class:`pgjax.algos.Trainer`,
+  resumable); see :class:`ReinforceConfig`."""
   num_iterations = check_positive_int(config.num_iterations, "num_iterations")
   num_envs = check_positive_int(config.num_envs, "num_envs")
   num_steps = check_positive_int(config.num_steps, "num_steps")
@@ -180,7 +181,7 @@ def make_reinforce_train(config: ReinforceConfig):
       return loss, jnp.zeros((), loss.dtype)
     return loss + config.entropy_coef * tl.entropy_loss(ent), jnp.mean(ent)
 
-  def train(key):
+  def setup(key):
     k_init, k_loop = jax.random.split(key)
     params = policy.init(k_init)
     opt_state = tx.init(params)
@@ -210,9 +211,8 @@ def make_reinforce_train(config: ReinforceConfig):
                  ent, vloss)
       return (params, opt_state, critic_state), metrics
 
-    (params, _, _), metrics, evals = scan_iterations(
-        iteration, evaluate_carry, (params, opt_state, critic_state), k_loop, num_updates=num_iterations,
-        eval_every=config.eval_every)
-    return params, ReinforceMetrics(*metrics, eval_return=evals)
+    return (params, opt_state, critic_state), k_loop, iteration
 
-  return train
+  return Trainer(setup, num_iterations=num_iterations, params=lambda carry: carry[0],
+                 metrics=lambda m, evals: ReinforceMetrics(*m, eval_return=evals), evaluate=evaluate_carry,
+                 eval_every=config.eval_every)
