@@ -12,33 +12,37 @@ import pytest
 import pgjax
 
 
-def noisy(bias=0.0, scale=1.0):
+def noisy(scale=1.0):
+  """Unbiased for ``params``, covariance ``scale^2 I``."""
   def est(key, params):
-    return params * (1.0 + bias) + scale * jax.random.normal(key, params.shape), ()
+    return params + scale * jax.random.normal(key, params.shape), ()
   return est
 
 
+# One estimator object per variance, shared by the tests below: each (estimator, shapes, number of
+# replicates) compiles `gradient_stats` once.
+UNIT, HALF = noisy(), noisy(scale=0.5)
+P3 = jnp.array([1.0, -2.0, 0.5])
+
+
 def test_assert_unbiased_passes_and_reports_failures(key):
-  p = jnp.array([1.0, -2.0, 0.5])
-  stats = pgjax.testing.assert_unbiased(noisy(), p, key, target=p, num_replicates=1000)
-  assert stats.mean.shape == p.shape
-  with pytest.raises(AssertionError, match="coord 1"):  # the largest coordinate shows the 10% bias first
-    pgjax.testing.assert_unbiased(noisy(bias=0.1), p, key, target=p, num_replicates=4000)
+  stats = pgjax.testing.assert_unbiased(UNIT, P3, key, target=P3, num_replicates=2000)
+  assert stats.mean.shape == P3.shape
+  # Power control: a target off by 10% (0.2 on coordinate 1, about 9 standard errors) fails.
+  with pytest.raises(AssertionError, match=r"1 of 3 coordinates outside.*\n  coord 1:"):
+    pgjax.testing.assert_unbiased(UNIT, P3, key, target=P3 * jnp.array([1.0, 1.1, 1.0]), num_replicates=2000)
 
 
 def test_check_unbiased_returns_flag(key):
-  p = jnp.array([1.0])
-  ok, report, _ = pgjax.testing.check_unbiased(noisy(bias=1.0), p, key, target=p, num_replicates=100)
-  assert not ok and "outside" in report
+  ok, report, _ = pgjax.testing.check_unbiased(UNIT, P3, key, target=2 * P3, num_replicates=2000)
+  assert not ok and "3 of 3 coordinates outside" in report
 
 
 def test_assert_variance_less_with_margin(key):
   p = jnp.zeros(4)
-  pgjax.testing.assert_variance_less(noisy(scale=0.5), noisy(scale=1.0), p, key, num_replicates=2000,
-                                     ratio=0.4)  # 0.25 < 0.4
+  pgjax.testing.assert_variance_less(HALF, UNIT, p, key, num_replicates=2000, ratio=0.4)  # 0.25 < 0.4
   with pytest.raises(AssertionError, match="variance claim failed"):
-    pgjax.testing.assert_variance_less(noisy(scale=0.5), noisy(scale=1.0), p, key, num_replicates=2000,
-                                       ratio=0.2)
+    pgjax.testing.assert_variance_less(HALF, UNIT, p, key, num_replicates=2000, ratio=0.2)
 
 
 def test_assert_tree_all_finite_names_the_leaf():
@@ -68,8 +72,19 @@ def check_num_samples(n):
     raise ValueError(f"`num_samples` must be >= 1, got {n}")
 
 
+def key_directions(key, n, dim, dtype):
+  """``[n, dim]`` directions in [-1, 1] that depend on every bit of the key's data.
+
+  A cheap stand-in for ``jax.random.normal`` (the contract checks need directions that change with the key,
+  not Gaussian ones; the PRNG would triple the compile time of every check).
+  """
+  data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  phase = ((data[0] % 65521) ^ (data[1] % 65519)).astype(jnp.float32) * 1e-3
+  return jnp.sin(phase + 1.7 * jnp.arange(n * dim, dtype=jnp.float32).reshape(n, dim)).astype(dtype)
+
+
 def make_toy(f=lambda x: -jnp.sum(x ** 2), scale=1.0, n=4):
-  """Zeroth-order-like toy estimator on a pytree: mean of f(theta + u) u over n Gaussian directions.
+  """Zeroth-order-like toy estimator on a pytree: mean of f(theta + u) u over n directions u.
 
   ``f`` takes the raveled parameters.
   """
@@ -79,7 +94,7 @@ def make_toy(f=lambda x: -jnp.sum(x ** 2), scale=1.0, n=4):
       if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
         raise TypeError("`params` leaves must be floating")
     flat, unravel = jax.flatten_util.ravel_pytree(params)
-    u = jax.random.normal(key, (n,) + flat.shape, flat.dtype)
+    u = key_directions(key, n, flat.size, flat.dtype)
     vals = jax.vmap(lambda v: f(flat + v))(u)
     g = jnp.mean(vals[:, None].astype(flat.dtype) * u, axis=0) * jnp.asarray(scale, flat.dtype)
     return unravel(g), Aux(vals, n)
@@ -94,15 +109,124 @@ def statuses(report):
   return {r.name: r.status for r in report.results}
 
 
-def test_check_estimator_passes_a_correct_estimator_and_reports_each_property():
-  est = make_toy()
-  nan_est = make_toy(f=lambda x: jnp.where(x[0] > 1.0, jnp.nan, -jnp.sum(x ** 2)))
-  report = pgjax.testing.check_estimator(
-      est, TOY_PARAMS, compiler_options=FAST, dtypes=(jnp.bfloat16,),
-      variants={"same": make_toy()},
-      hyperparameters={"scale": (lambda s: make_toy(scale=s), 2.0)},
-      nan_estimator=nan_est, nan_policy="propagate",
-      bad_arguments=[(lambda: check_num_samples(0), "num_samples")])
+NAN_F = lambda x: jnp.where(x[0] > 1.0, jnp.nan, -jnp.sum(x ** 2))  # noqa: E731  (NaN for some directions)
+QUIET = dict(bad_keys=False, bad_params=False)  # cases about one property skip the bad-input checks
+
+
+def only(*props):
+  """``skip`` for a case that checks only ``props`` (fewer transformations to compile)."""
+  return tuple(p for p in CORE if p not in props)
+
+
+def as_f32(key, params):  # ignores the params' dtype
+  g, aux = make_toy()(key, params)
+  return jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), g), aux
+
+
+def legacy_differs(key, params):  # treats legacy keys differently
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.fold_in(jax.random.wrap_key_data(key), 1)
+  return make_toy()(key, params)
+
+
+def host_random(key, params):  # host randomness: different on every call
+  g, aux = make_toy()(key, params)
+  noise = jax.pure_callback(lambda: np.float32(np.random.rand()), jax.ShapeDtypeStruct((), jnp.float32),
+                            vmap_method="broadcast_all")
+  return jax.tree_util.tree_map(lambda x: x + noise, g), aux
+
+
+def sees_batch(key, params):  # a host callback that sees the batch: results change under vmap
+  g, aux = make_toy()(key, params)
+  size = jax.pure_callback(lambda a: np.full(a.shape[:-1], a.size, np.float32),
+                           jax.ShapeDtypeStruct((), jnp.float32), g["a"], vmap_method="expand_dims")
+  return jax.tree_util.tree_map(lambda x: x * size, g), aux
+
+
+def hides_nans(key, params):  # sees the NaN values but returns a finite gradient: silently wrong
+  g, aux = make_toy(f=NAN_F)(key, params)
+  return jax.tree_util.tree_map(jnp.nan_to_num, g), aux
+
+
+class CountAux(NamedTuple):
+  values: jax.Array
+  num_nonfinite: jax.Array
+  num_evaluations: int
+
+
+def ranks_nans_last(count_offset):  # finite gradient, NaN count in aux (off by `count_offset`)
+  toy = make_toy(f=NAN_F)
+  def est(key, params):
+    g, aux = toy(key, params)
+    bad = ~jnp.isfinite(aux.values)
+    return (jax.tree_util.tree_map(jnp.nan_to_num, g),
+            CountAux(aux.values, jnp.sum(bad).astype(jnp.int32) + count_offset, aux.num_evaluations))
+  return est
+
+
+def unchecked(key, params):  # no key or params validation: JAX's own errors do not name the argument
+  def move(p):
+    return p + key_directions(key, 1, p.size, p.dtype).reshape(p.shape)
+  return jax.tree_util.tree_map(move, params), Aux(jnp.zeros(1), 1)
+
+
+def drops_empty(key, params):
+  g, aux = make_toy()(key, params)
+  return {k: v for k, v in g.items() if k != "empty"}, aux
+
+
+EDGE_PARAMS = pgjax.testing.edge_case_params(TOY_PARAMS)
+
+# Every case below is checked by one `check_estimators` call (one compilation per kind of program); each
+# test reads its cases' reports.
+CASES = {
+    "correct": dict(estimator=make_toy(), params=TOY_PARAMS, dtypes=(jnp.bfloat16,),
+                    variants={"same": make_toy()},
+                    hyperparameters={"scale": (lambda s: make_toy(scale=s), 2.0)},
+                    nan_estimator=make_toy(f=NAN_F), nan_policy="propagate",
+                    bad_arguments=[(lambda: check_num_samples(0), "num_samples")]),
+    "as_f32": dict(estimator=as_f32, params=TOY_PARAMS, dtypes=(jnp.bfloat16,), skip=CORE, **QUIET),
+    "log_of_negative": dict(estimator=make_toy(f=lambda x: jnp.log(-jnp.sum(x))), params=TOY_PARAMS,
+                            skip=only("finite"), **QUIET),
+    "float64": dict(estimator=make_toy(), params=TOY_PARAMS, dtypes=(jnp.float64,), rebuild=make_toy,
+                    skip=CORE, **QUIET),
+    "legacy_differs": dict(estimator=legacy_differs, params=TOY_PARAMS, skip=only("keys"), **QUIET),
+    "host_random": dict(estimator=host_random, params=TOY_PARAMS, skip=only("deterministic"), **QUIET),
+    "sees_batch": dict(estimator=sees_batch, params=TOY_PARAMS, skip=only("vmap_keys", "vmap_params"),
+                       **QUIET),
+    "stop_gradient": dict(estimator=make_toy(), params=TOY_PARAMS, skip=CORE, **QUIET, hyperparameters={
+        "scale": (lambda s: make_toy(scale=jax.lax.stop_gradient(s)), 2.0)}),
+    "scaled_variant": dict(estimator=make_toy(), params=TOY_PARAMS, skip=CORE[1:],
+                           variants={"scaled": make_toy(scale=1.01)}, **QUIET),
+    "hides_nans": dict(estimator=make_toy(), params=TOY_PARAMS, skip=CORE, nan_estimator=hides_nans,
+                       nan_policy="propagate", **QUIET),
+    "ranks_nans": dict(estimator=make_toy(), params=TOY_PARAMS, skip=CORE, nan_estimator=ranks_nans_last(0),
+                       nan_policy="rank_last", **QUIET),
+    "miscounts_nans": dict(estimator=make_toy(), params=TOY_PARAMS, skip=CORE,
+                           nan_estimator=ranks_nans_last(1), nan_policy="rank_last", **QUIET),
+    "no_nans": dict(estimator=make_toy(), params=TOY_PARAMS, skip=CORE, nan_estimator=make_toy(),
+                    nan_policy="propagate", **QUIET),
+    "unchecked": dict(estimator=unchecked, params=TOY_PARAMS, skip=CORE),
+    "edge_trees": dict(estimator=make_toy(), params=TOY_PARAMS, skip=CORE, structures={
+        "edge": (make_toy(), EDGE_PARAMS)}, **QUIET),
+    "drops_empty": dict(estimator=make_toy(), params=TOY_PARAMS, skip=CORE, structures={
+        "edge": (drops_empty, EDGE_PARAMS)}, **QUIET),
+}
+
+
+@pytest.fixture(scope="module")
+def reports():
+  return pgjax.testing.check_estimators(CASES, compiler_options=FAST, raise_on_failure=False)
+
+
+def assert_fails(report, prop, match):
+  r = report[prop]
+  assert r.status == "failed", report
+  assert re.search(match, r.message), r.message
+
+
+def test_check_estimator_passes_a_correct_estimator_and_reports_each_property(reports):
+  report = reports["correct"]
   got = statuses(report)
   for name in CORE + ("dtype[bfloat16]", "variant[same]", "hyperparameter[scale]", "nan_policy",
                       "bad_key[int]", "bad_key[float]", "bad_key[uint32[3]]", "bad_params",
@@ -118,60 +242,27 @@ def test_check_estimator_raises_listing_failures():
     pgjax.testing.check_estimator(est, TOY_PARAMS, compiler_options=FAST, bad_keys=False, bad_params=False)
 
 
-def _fails(est, prop, match, params=TOY_PARAMS, **kw):
-  report = pgjax.testing.check_estimator(est, params, compiler_options=FAST, raise_on_failure=False,
-                                         bad_keys=False, bad_params=False, **kw)
-  r = report[prop]
-  assert r.status == "failed", report
-  assert re.search(match, r.message), r.message
-  return report
+def test_dtype_and_finite_failures(reports):
+  assert_fails(reports["as_f32"], "dtype[bfloat16]", "dtype float32, params has bfloat16")
+  assert_fails(reports["log_of_negative"], "finite", "non-finite")
 
 
-def test_dtype_and_finite_failures():
-  good = make_toy()
-  def as_f32(key, params):  # ignores the params' dtype
-    g, aux = good(key, params)
-    return jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), g), aux
-  _fails(as_f32, "dtype[bfloat16]", "dtype float32, params has bfloat16", dtypes=(jnp.bfloat16,))
-  _fails(make_toy(f=lambda x: jnp.log(-jnp.sum(x))), "finite", "non-finite")
-
-
-def test_float64_runs_under_x64_and_rebuild():
-  report = pgjax.testing.check_estimator(make_toy(), TOY_PARAMS, compiler_options=FAST, dtypes=(jnp.float64,),
-                                         rebuild=make_toy, skip=CORE, bad_keys=False, bad_params=False)
-  assert report["dtype[float64]"].status == "passed"
+def test_float64_runs_under_x64_and_rebuild(reports):
+  assert reports["float64"]["dtype[float64]"].status == "passed"
   assert not jax.config.jax_enable_x64
 
 
-def test_legacy_key_failure():
-  good = make_toy()
-  def est(key, params):  # treats legacy keys differently
-    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-      key = jax.random.fold_in(jax.random.wrap_key_data(key), 1)
-    return good(key, params)
-  _fails(est, "keys", "not bit-identical")
+def test_legacy_key_failure(reports):
+  assert_fails(reports["legacy_differs"], "keys", "not bit-identical")
 
 
-def test_determinism_failure():
-  good = make_toy()
-  def est(key, params):  # host randomness: different on every call
-    g, aux = good(key, params)
-    noise = jax.pure_callback(lambda: np.float32(np.random.rand()), jax.ShapeDtypeStruct((), jnp.float32),
-                              vmap_method="broadcast_all")
-    return jax.tree_util.tree_map(lambda x: x + noise, g), aux
-  _fails(est, "deterministic", "not bit-identical", skip=("grad",))
+def test_determinism_failure(reports):
+  assert_fails(reports["host_random"], "deterministic", "not bit-identical")
 
 
-def test_vmap_failures():
-  good = make_toy()
-  def est(key, params):  # a host callback that sees the batch: results change under vmap
-    g, aux = good(key, params)
-    size = jax.pure_callback(lambda a: np.full(a.shape[:-1], a.size, np.float32),
-                             jax.ShapeDtypeStruct((), jnp.float32),
-                             g["a"], vmap_method="expand_dims")
-    return jax.tree_util.tree_map(lambda x: x * size, g), aux
-  report = _fails(est, "vmap_keys", r"vmap\(keys\)\[0\].* and result\(keys\[0\]\).* differ by", skip=("grad",))
-  assert report["vmap_params"].status == "failed"
+def test_vmap_failures(reports):
+  assert_fails(reports["sees_batch"], "vmap_keys", r"vmap\(keys\)\[0\].* and result\(keys\[0\]\).* differ by")
+  assert reports["sees_batch"]["vmap_params"].status == "failed"
 
 
 def test_jit_and_grad_failures():
@@ -180,92 +271,56 @@ def test_jit_and_grad_failures():
     if float(params["b"][0]) > 0:  # Python control flow on a traced value
       return good(key, params)
     return good(key, params)
-  report = _fails(not_jittable, "jit", "raised|failed")
-  assert report["structure"].status == "failed"
   def not_differentiable(key, params):
     g, aux = good(key, params)
     return jax.tree_util.tree_map(lambda x: x.at[0].set(jnp.floor(x[0]) * 0 + jnp.round(x[0])), g), aux
-  report = pgjax.testing.check_estimator(not_differentiable, TOY_PARAMS, compiler_options=FAST,
-                                         raise_on_failure=False, bad_keys=False, bad_params=False)
-  assert report["grad"].status == "passed"  # round has a zero derivative: still differentiable
   def callback(key, params):
     g, aux = good(key, params)
     h = jax.pure_callback(lambda a: a, jax.ShapeDtypeStruct((2,), jnp.float32), params["a"],
                           vmap_method="sequential")
     return {"a": g["a"] + h, "b": g["b"]}, aux
-  _fails(callback, "grad", "grad raised")
+  cases = {name: dict(estimator=est, params=TOY_PARAMS, skip=only(*props), **QUIET) for name, est, props in (
+      ("not_jittable", not_jittable, ("structure", "jit")), ("round", not_differentiable, ("grad",)),
+      ("callback", callback, ("grad",)))}
+  got = pgjax.testing.check_estimators(cases, compiler_options=FAST, raise_on_failure=False)
+  assert_fails(got["not_jittable"], "jit", "raised|failed")
+  assert got["not_jittable"]["structure"].status == "failed"
+  assert got["round"]["grad"].status == "passed"  # round has a zero derivative: still differentiable
+  assert_fails(got["callback"], "grad", "grad raised")
 
 
-def test_hyperparameter_derivative_blocked_by_stop_gradient_fails():
-  def build(s):
-    return make_toy(scale=jax.lax.stop_gradient(s))
-  _fails(make_toy(), "hyperparameter[scale]", "finite difference", skip=CORE,
-         hyperparameters={"scale": (build, 2.0)})
+def test_hyperparameter_derivative_blocked_by_stop_gradient_fails(reports):
+  assert_fails(reports["stop_gradient"], "hyperparameter[scale]", "finite difference")
 
 
-def test_variant_failure():
-  _fails(make_toy(), "variant[scaled]", "differ by", skip=CORE[1:], variants={"scaled": make_toy(scale=1.01)})
+def test_variant_failure(reports):
+  assert_fails(reports["scaled_variant"], "variant[scaled]", "differ by")
 
 
-def test_nan_policies():
-  nan_f = lambda x: jnp.where(x[0] > 1.0, jnp.nan, -jnp.sum(x ** 2))
-  def hide_nans(key, params):  # sees the NaN values but returns a finite gradient: silently wrong
-    g, aux = make_toy(f=nan_f)(key, params)
-    return jax.tree_util.tree_map(jnp.nan_to_num, g), aux
-  _fails(make_toy(), "nan_policy", "without NaN", skip=CORE, nan_estimator=hide_nans, nan_policy="propagate")
-
-  class CountAux(NamedTuple):
-    values: jax.Array
-    num_nonfinite: jax.Array
-    num_evaluations: int
-
-  def ranking(count_offset):
-    toy = make_toy(f=nan_f)
-    def est(key, params):
-      g, aux = toy(key, params)
-      bad = ~jnp.isfinite(aux.values)
-      return (jax.tree_util.tree_map(lambda x: jnp.nan_to_num(x), g),
-              CountAux(aux.values, jnp.sum(bad).astype(jnp.int32) + count_offset, aux.num_evaluations))
-    return est
-  ok = pgjax.testing.check_estimator(make_toy(), TOY_PARAMS, compiler_options=FAST, skip=CORE, bad_keys=False,
-                                     bad_params=False, nan_estimator=ranking(0), nan_policy="rank_last")
-  assert ok["nan_policy"].status == "passed"
-  _fails(make_toy(), "nan_policy", "num_nonfinite is", skip=CORE, nan_estimator=ranking(1),
-         nan_policy="rank_last")
-  _fails(make_toy(), "nan_policy", "shows no NaN on 8 keys", skip=CORE, nan_estimator=make_toy(),
-         nan_policy="propagate")
+def test_nan_policies(reports):
+  assert_fails(reports["hides_nans"], "nan_policy", "without NaN")
+  assert reports["ranks_nans"]["nan_policy"].status == "passed"
+  assert_fails(reports["miscounts_nans"], "nan_policy", "num_nonfinite is")
+  assert_fails(reports["no_nans"], "nan_policy", "shows no NaN on 8 keys")
   with pytest.raises(ValueError, match="nan_policy"):
     pgjax.testing.check_estimator(make_toy(), TOY_PARAMS, nan_policy="ignore")
 
 
-def test_bad_inputs_must_raise_naming_the_argument():
-  def unchecked(key, params):  # no key or params validation: JAX's own errors do not name the argument
-    return jax.tree_util.tree_map(lambda p: p + jax.random.normal(key, jnp.shape(p)), params), Aux(
-        jnp.zeros(1), 1)
-  report = pgjax.testing.check_estimator(unchecked, TOY_PARAMS, compiler_options=FAST, skip=CORE,
-                                         raise_on_failure=False)
-  assert report["bad_key[int]"].status == "failed"
-  assert report["bad_key[float]"].status == "failed"
-  pgjax.testing.assert_raises_naming(lambda: check_num_samples(0),
-                                     "num_samples")
+def test_bad_inputs_must_raise_naming_the_argument(reports):
+  assert reports["unchecked"]["bad_key[int]"].status == "failed"
+  assert reports["unchecked"]["bad_key[float]"].status == "failed"
+  pgjax.testing.assert_raises_naming(lambda: check_num_samples(0), "num_samples")
   with pytest.raises(AssertionError, match="accepted"):
     pgjax.testing.assert_raises_naming(lambda: 1, "x")
   with pytest.raises(AssertionError, match="does not name `sigma`"):
     pgjax.testing.assert_raises_naming(lambda: float("x"), "sigma")
 
 
-def test_edge_trees_with_none_scalar_and_empty_leaves():
-  params = pgjax.testing.edge_case_params(TOY_PARAMS)
-  assert params["none"] is None and params["empty"].shape == (0,) and params["scalar"].shape == ()
-  good = make_toy()
-  report = pgjax.testing.check_estimator(make_toy(), TOY_PARAMS, compiler_options=FAST, skip=CORE,
-                                         bad_keys=False, bad_params=False,
-                                         structures={"edge": (good, params)})
-  assert report["tree[edge]"].status == "passed"
-  def drops_none(key, params_):
-    g, aux = good(key, params_)
-    return {k: v for k, v in g.items() if k != "empty"}, aux
-  _fails(make_toy(), "tree[edge]", "tree structure", skip=CORE, structures={"edge": (drops_none, params)})
+def test_edge_trees_with_none_scalar_and_empty_leaves(reports):
+  assert EDGE_PARAMS["none"] is None and EDGE_PARAMS["empty"].shape == (0,)
+  assert EDGE_PARAMS["scalar"].shape == ()
+  assert reports["edge_trees"]["tree[edge]"].status == "passed"
+  assert_fails(reports["drops_empty"], "tree[edge]", "tree structure")
 
 
 def test_tree_helpers():
