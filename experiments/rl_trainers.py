@@ -8,9 +8,9 @@ goal: -500 is the truncation floor, -100 is the usual "solved" threshold):
 * REINFORCE (reward-to-go minus the leave-one-out batch baseline, normalised, Adam) without and with a learned
   critic (generalised advantages from a fitted flax MLP value function);
 * A2C and PPO (Schulman et al., 2017; PureJaxRL's CartPole settings) with their actor-critic networks;
-* NPG (Kakade, 2001) with the normalised step (the quadratic-model KL of every step equals ``max_kl``) and TRPO
-  (Schulman et al., 2015: KL radius and backtracking line search), with Monte-Carlo advantages on CartPole and
-  with the learned critic on Acrobot (where every episode of a random policy is truncated, Monte-Carlo
+* NPG (Kakade, 2001) with the normalised step (the quadratic-model KL of every step equals ``max_kl``) and
+  TRPO (Schulman et al., 2015: KL radius and backtracking line search), with Monte-Carlo advantages on
+  CartPole and with the learned critic on Acrobot (where every episode of a random policy is truncated, Monte-Carlo
   advantages minus a batch baseline are exactly zero);
 * OpenAI-ES (Salimans et al., 2017: antithetic, centred ranks, Adam) and the cross-entropy method on the
   policy's parameters (*parameter* CEM: a diagonal Gaussian over the weights of a deterministic policy,
@@ -59,29 +59,29 @@ TRPO_KL = 0.02  # TRPO's radius on CartPole-v1
 CLAIMS = {
     "random_start": C.ClaimSpec("{method}: first-iteration mean return, largest over seeds (a random policy "
                                 "survives ~22 steps)", C.lt(40)),
-    "learns": C.ClaimSpec("{method}, CartPole-v1: fraction of seeds whose mean return over the last 3 of {iters} "
-                          "iterations is >= 150", C.ge(0.75)),
-    "learns_median": C.ClaimSpec("{method}, CartPole-v1: median over seeds of the mean return over the last 3 "
-                                 "iterations", C.ge(150)),
+    "learns": C.ClaimSpec("{method}, CartPole-v1: fraction of seeds whose mean return over the last 3 of "
+                          "{iters} iterations is >= 150", C.ge(0.75)),
+    "learns_median": C.ClaimSpec("{method}, CartPole-v1: median over seeds of the mean return over the last "
+                                 "3 iterations", C.ge(150)),
     "kl": C.ClaimSpec("TRPO: largest exact KL of a step / the radius 0.02 (the line search enforces it)",
                       C.le(1.0 + 1e-4)),
     "accepted": C.ClaimSpec("TRPO: fraction of iterations whose line search accepted a step", C.gt(0.5)),
-    "es_improves": C.ClaimSpec("ES, CartPole-v1: mean return over the last 3 minus the first 3 iterations, paired "
-                               "over seeds [value: mean, 95% CI half-width]", C.ci_above(30.0)),
+    "es_improves": C.ClaimSpec("ES, CartPole-v1: mean return over the last 3 minus the first 3 iterations, "
+                               "paired over seeds [value: mean, 95% CI half-width]", C.ci_above(30.0)),
     "ppo_solves": C.ClaimSpec("PPO, CartPole-v1: fraction of seeds whose final evaluation return is >= 475 "
                               "({steps} environment steps)", C.ge(0.9)),
-    "critic_floor": C.ClaimSpec("REINFORCE with a critic, Acrobot-v1: fraction of seeds whose final evaluation "
-                                "return is at the truncation floor -500", C.eq(0.0)),
-    "npg_kl": C.ClaimSpec("NPG (normalised step), Acrobot-v1: mean over seeds and iterations of the exact KL of "
-                          "a step / the target max_kl", C.between(0.5, 2.0)),
-    "solves_CartPole-v1": C.ClaimSpec("{method}, CartPole-v1: median over seeds of the final evaluation return "
-                                      "({steps} environment steps)", C.ge(475)),
-    "solves_Acrobot-v1": C.ClaimSpec("{method}, Acrobot-v1: median over seeds of the final evaluation return "
-                                     "({steps} environment steps)", C.ge(-100)),
-    "npg_reaches": C.ClaimSpec("linear system: natural PG's mean |k - k*| after 25 iterations (best step size)",
-                               C.lt(0.07)),
-    "npg_vs_vanilla": C.ClaimSpec("linear system: natural PG's mean |k - k*| / vanilla PG's (each at its best step "
-                                  "size), after 25 iterations", C.lt(0.5)),
+    "critic_floor": C.ClaimSpec("REINFORCE with a critic, Acrobot-v1: fraction of seeds whose final "
+                                "evaluation return is at the truncation floor -500", C.eq(0.0)),
+    "npg_kl": C.ClaimSpec("NPG (normalised step), Acrobot-v1: mean over seeds and iterations of the exact KL "
+                          "of a step / the target max_kl", C.between(0.5, 2.0)),
+    "solves_CartPole-v1": C.ClaimSpec("{method}, CartPole-v1: median over seeds of the final evaluation "
+                                      "return ({steps} environment steps)", C.ge(475)),
+    "solves_Acrobot-v1": C.ClaimSpec("{method}, Acrobot-v1: median over seeds of the final evaluation "
+                                     "return ({steps} environment steps)", C.ge(-100)),
+    "npg_reaches": C.ClaimSpec("linear system: natural PG's mean |k - k*| after 25 iterations (best step "
+                               "size)", C.lt(0.07)),
+    "npg_vs_vanilla": C.ClaimSpec("linear system: natural PG's mean |k - k*| / vanilla PG's (each at its "
+                                  "best step size), after 25 iterations", C.lt(0.5)),
 }
 
 
@@ -102,8 +102,8 @@ def trainer_configs(env: str, quick: bool) -> dict:
               8 * 500),
       "TRPO": (algos.NaturalPGConfig(method="trpo", max_kl=TRPO_KL, **nat, **nat_adv), 8 * 500),
       "ES": (algos.ESConfig(num_directions=32, sigma=0.1, learning_rate=0.03, **es), 32 * 500),
-      "CEM": (algos.ParamCEMConfig(population_size=32, elite_fraction=0.2, **{**es, "num_iterations": 30 if cartpole else 25}),
-              32 * 500),
+      "CEM": (algos.ParamCEMConfig(population_size=32, elite_fraction=0.2,
+                                   **{**es, "num_iterations": 30 if cartpole else 25}), 32 * 500),
   }
   if quick:
     out = {m: out[m] for m in QUICK[env]}
@@ -128,14 +128,15 @@ def compute_env(key, env, quick):
     _, m = jax.jit(jax.vmap(algos.make_train(config)))(keys)
     evals = np.asarray(m.eval_return)
     at = np.minimum(np.arange(1, evals.shape[1] + 1) * every, n)
-    run = {"eval_return": evals, "eval_steps": at * steps_per_iter, "train_return": np.asarray(m.episode_return),
-           "iterations": n, "steps_per_iteration": steps_per_iter, "seconds": round(time.time() - t, 1)}
+    run = {"eval_return": evals, "eval_steps": at * steps_per_iter,
+           "train_return": np.asarray(m.episode_return), "iterations": n,
+           "steps_per_iteration": steps_per_iter, "seconds": round(time.time() - t, 1)}
     if name in ("NPG", "TRPO"):
       run["kl"], run["step_fraction"] = np.asarray(m.kl), np.asarray(m.step_fraction)
       run["max_kl"] = float(config.max_kl)
     out["runs"][name] = run
-    print(f"{env} {name}: final evaluation return quartiles {np.percentile(evals[:, -1], [25, 50, 75]).round(1)} "
-          f"({run['seconds']} s)", flush=True)
+    quartiles = np.percentile(evals[:, -1], [25, 50, 75]).round(1)
+    print(f"{env} {name}: final evaluation return quartiles {quartiles} ({run['seconds']} s)", flush=True)
   return out
 
 
