@@ -311,7 +311,10 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
   return _gradient_stats_jit(estimator, params, key, true_grad, layout=layout, mesh=mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("estimator", "layout", "mesh"))
+# Inlined into an enclosing jit, so that what the caller closes over (params, say) reaches XLA as constants,
+# as in a hand-written vmap or lax.map: behind a call boundary XLA does not fold the params-only part of
+# the estimator (experiments/benchmarks/sweep_strategies.py compares the two).
+@functools.partial(jax.jit, static_argnames=("estimator", "layout", "mesh"), inline=True)
 def _gradient_stats_jit(estimator, params, key, true_grad, *, layout, mesh):
   flat_params, unravel = ravel_pytree(params)
   dim = flat_params.shape[0]
