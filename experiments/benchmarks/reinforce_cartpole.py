@@ -9,9 +9,16 @@ side is ``pgjax.algos.make_train(pgjax.algos.ReinforceConfig(...))``.
 
 Both are run as ``jax.jit(jax.vmap(train))(keys)`` over S seeds (``--chunk-size C`` instead runs
 ``lax.map(train, keys, batch_size=C)``: C seeds at a time, memory bounded by one chunk). Timings: each
-variant compiled first, then timed interleaved (every repeat runs every variant once), median over
-repeats; the machine is shared, so only the ratio measured in one run means anything. Peak memory is
-XLA's compiled temporary-buffer size (``compiled.memory_analysis()``), deterministic for a given build.
+variant compiled first, then timed interleaved (every repeat runs every variant once, in an order that
+rotates between repeats), median over repeats; the machine is shared, so only the ratio measured in one
+run means anything. Peak memory is XLA's compiled temporary-buffer size (``compiled.memory_analysis()``),
+deterministic for a given build.
+
+**Noise floor.** A second copy of the reference (built and compiled separately, the same program) is timed
+in the same interleaved loop; ``reference copy / reference`` is what the ratio reads when there is no
+difference at all, so a pgjax ratio inside that band is noise, one outside it a real gap. Ratios are
+reported from the medians of wall-clock time and of process CPU time (all threads; less sensitive to other
+processes on a loaded machine), and as the median of per-repeat paired ratios.
 
 Run: ``python -m experiments.benchmarks.reinforce_cartpole [--quick] [--seeds S] [--chunk-size C]``;
 writes ``results/benchmarks/reinforce_cartpole.json``.
@@ -36,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments._common import Claim, ge, le, parse_args, save_results
+from experiments._common import Claim, Measurement, ge, le, parse_args, save_results
 from pgjax import algos
 
 
@@ -118,6 +125,29 @@ def build(train, keys, chunk_size):
   return compiled, temp
 
 
+def time_interleaved(compiled, keys, repeats):
+  """Wall-clock and process-CPU seconds of every variant per repeat; the order rotates between repeats."""
+  names = list(compiled)
+  wall = {name: [] for name in names}
+  cpu = {name: [] for name in names}
+  for r in range(repeats):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      c0, t0 = time.process_time(), time.perf_counter()
+      jax.block_until_ready(compiled[name](keys))
+      wall[name].append(time.perf_counter() - t0)
+      cpu[name].append(time.process_time() - c0)
+  return wall, cpu
+
+
+def paired_ratios(wall, cpu, name):
+  """``name``'s env-steps/s relative to the reference: from medians, and per repeat (same repeat paired)."""
+  paired = np.asarray(wall["reference"]) / np.asarray(wall[name])
+  return {"wall_median": float(np.median(wall["reference"]) / np.median(wall[name])),
+          "cpu_median": float(np.median(cpu["reference"]) / np.median(cpu[name])),
+          "paired_wall": float(np.median(paired)), "paired_wall_min": float(paired.min()),
+          "paired_wall_max": float(paired.max())}
+
+
 def main(argv=None):
   def extra(p):
     p.add_argument("--seeds", type=int, default=None)
@@ -134,7 +164,9 @@ def main(argv=None):
   cfg = algos.ReinforceConfig(env="CartPole-v1", num_envs=num_envs, num_steps=num_steps,
                               num_iterations=num_updates, learning_rate=lr, hidden_sizes=(64, 64),
                               baseline="leave_one_out", normalize_advantages=True, max_grad_norm=1.0)
-  variants = {"reference": ref, "pgjax": algos.make_train(cfg)}
+  ref_copy = make_train_reference({"NUM_ENVS": num_envs, "NUM_STEPS": num_steps, "NUM_UPDATES": num_updates,
+                                   "LR": lr})
+  variants = {"reference": ref, "reference_copy": ref_copy, "pgjax": algos.make_train(cfg)}
   chunk = args.chunk_size if args.chunk_size and args.chunk_size < seeds else 0
   compiled, temp = {}, {}
   for name, train in variants.items():
@@ -148,30 +180,41 @@ def main(argv=None):
     return np.asarray(getattr(metrics, "episode_return", metrics))
 
   curves = {name: returns_of(jax.block_until_ready(compiled[name](keys))) for name in variants}
-  times = {name: [] for name in variants}
-  for _ in range(repeats):
-    for name in variants:  # interleaved
-      t = time.perf_counter()
-      jax.block_until_ready(compiled[name](keys))
-      times[name].append(time.perf_counter() - t)
+  wall, cpu = time_interleaved(compiled, keys, repeats)
   steps = seeds * num_updates * num_envs * num_steps
-  med = {name: float(np.median(v)) for name, v in times.items()}
+  med = {name: float(np.median(v)) for name, v in wall.items()}
   sps = {name: steps / med[name] for name in variants}
-  ratio = sps["pgjax"] / sps["reference"]
+  ratios = {name: paired_ratios(wall, cpu, name) for name in ("pgjax", "reference_copy")}
   for name in variants:
-    print(f"{name:10s} median {med[name]:.3f}s  {sps[name] / 1e6:.3f} M env-steps/s  "
-          f"temp {temp[name] and temp[name] / 2**20:.1f} MiB  returns/iter {curves[name].mean(0).round(1)}")
-  print(f"ratio pgjax / reference env-steps/s = {ratio:.3f} (seeds {seeds}, chunk {chunk or 'none'})")
+    print(f"{name:14s} median {med[name]:.3f}s (CPU {np.median(cpu[name]):.3f}s)  {sps[name] / 1e6:.3f} M "
+          f"env-steps/s  temp {temp[name] and temp[name] / 2**20:.1f} MiB  returns/iter "
+          f"{curves[name].mean(0).round(1)}")
+  print(f"seeds {seeds}, chunk {chunk or 'none'}, {repeats} repeats; env-steps/s relative to the reference:")
+  for name, r in ratios.items():
+    print(f"  {name:14s} wall {r['wall_median']:.3f}  CPU {r['cpu_median']:.3f}  "
+          f"paired wall {r['paired_wall']:.3f} (range {r['paired_wall_min']:.3f}-{r['paired_wall_max']:.3f})")
+  ratio = ratios["pgjax"]["wall_median"]
   mem_ratio = None if not (temp["pgjax"] and temp["reference"]) else temp["pgjax"] / temp["reference"]
-  claims = [Claim(f"pgjax REINFORCE env-steps/s / plain PureJaxRL-style ({seeds} seeds, chunk {chunk or 'none'})",
-                  ratio, ge(0.95)),
+  setting = f"{seeds} seeds, chunk {chunk or 'none'}"
+  claims = [Claim(f"pgjax REINFORCE env-steps/s / plain PureJaxRL-style ({setting}, wall-clock medians)",
+                  round(ratio, 3), ge(0.97)),
             Claim("pgjax temp memory / reference temp memory (XLA memory_analysis)", mem_ratio, le(1.1))]
+  measurements = [Measurement(f"{name}: env-steps/s relative to the reference ({setting}), {kind}",
+                              round(r[kind], 3), note)
+                  for name, r in ratios.items()
+                  for kind, note in (("cpu_median", "process CPU-time medians"),
+                                     ("paired_wall", "median of per-repeat paired wall-clock ratios"))]
+  measurements.append(Measurement(f"noise floor: reference copy / reference env-steps/s ({setting}, "
+                                  "wall-clock medians)", round(ratios["reference_copy"]["wall_median"], 3),
+                                  "two separately compiled copies of the same program"))
   args.out = os.path.join(args.out, "benchmarks")
-  save_results("reinforce_cartpole", args, claims=claims,
-               data={"xla_flags": os.environ.get("XLA_FLAGS", ""), "seeds": seeds, "chunk_size": chunk, "num_envs": num_envs, "num_steps": num_steps,
-                     "num_updates": num_updates, "env_steps_per_call": steps, "median_seconds": med,
-                     "raw_seconds": times, "env_steps_per_second": sps, "ratio": ratio,
-                     "temp_bytes": temp, "mean_return_per_iteration": {k: v.mean(0) for k, v in curves.items()}},
+  save_results("reinforce_cartpole", args, claims=claims, measurements=measurements,
+               data={"xla_flags": os.environ.get("XLA_FLAGS", ""), "seeds": seeds, "chunk_size": chunk,
+                     "num_envs": num_envs, "num_steps": num_steps, "num_updates": num_updates,
+                     "env_steps_per_call": steps, "median_seconds": med, "raw_seconds": wall,
+                     "raw_cpu_seconds": cpu, "env_steps_per_second": sps, "ratios": ratios,
+                     "load_average": os.getloadavg(), "temp_bytes": temp,
+                     "mean_return_per_iteration": {k: v.mean(0) for k, v in curves.items()}},
                started=started)
 
 
