@@ -25,8 +25,7 @@ Gauss-Newton product; the matrix is never formed). Then
   model's third-order error only; it is exact when the policy's mean is linear in the params and its
   variance fixed. With a number ``step_size`` the step is that fixed :math:`\eta`, whose KL scales with
   :math:`|g|^2` and so with the reward scale, the network and the advantage normalisation: a fixed
-  :math:`\eta` that moves on one problem can leave the policy still on another (on Acrobot-v1 a fixed
-  :math:`\eta = 0.1` gives a KL of about :math:`2\cdot 10^{-5}` per iteration);
+  :math:`\eta` that moves the policy on one problem can leave it almost still on another;
 * ``method="trpo"`` (Schulman et al., 2015): the step is scaled to the KL radius
   (:func:`pgjax.natural.trust_region_step`, undamped curvature) and accepted by the vectorised
   backtracking line search on the exact mean KL and the surrogate
