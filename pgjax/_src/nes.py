@@ -35,7 +35,8 @@ weight), and natural evolution strategies precondition it with the exact Fisher 
      \sigma \leftarrow \sigma \exp(\tfrac{\eta_\sigma}{2} G_\sigma), \quad
      B \leftarrow B \exp(\tfrac{\eta_B}{2} G_B).
 
-  It costs :math:`O(d^3)` per generation (a matrix exponential): use it for :math:`d` up to a few hundred.
+  It costs :math:`O(d^3)` per generation (the exponential of the symmetric :math:`G_B`, through its
+  eigendecomposition): use it for :math:`d` up to a few hundred.
 
 * **PGPE** (policy gradients with parameter-based exploration; Sehnke et al. 2010) samples symmetric pairs
   :math:`\mu \pm \epsilon_k`, :math:`\epsilon_k = \sigma \odot s_k`, and with fitness values
@@ -201,6 +202,12 @@ def _track_best(state: NESState, population_flat, fitness, active, unravel) -> t
   return best, jnp.where(better, clean[i], state.best_fitness)
 
 
+def _expm_symmetric(a: jax.Array) -> jax.Array:
+  """exp(A) of a symmetric matrix as V diag(exp(w)) V^T (exact for symmetric A; det = exp(tr A))."""
+  w, v = jnp.linalg.eigh(a, symmetrize_input=True)
+  return (v * jnp.exp(w)[None, :]) @ v.T
+
+
 def _lr(value, default):
   return default if value is None else value
 
@@ -361,7 +368,7 @@ def xnes(*, population_size: int | None = None, learning_rate_mean: Any = None,
     g_b = g_m - g_sigma * jnp.eye(d, dtype=mean.dtype)
     new_mean = mean + eta_mu * sigma * (shape @ g_delta)
     new_sigma = sigma * jnp.exp(0.5 * eta_sigma * g_sigma)
-    new_shape = shape @ jax.scipy.linalg.expm(0.5 * eta_b * g_b)
+    new_shape = shape @ _expm_symmetric(0.5 * eta_b * g_b)
     return new_mean, new_sigma, new_shape, opt_state
 
   def init_extra(flat, sig):
