@@ -3,7 +3,10 @@
 Each loop is fully jitted with the iterations in one ``lax.scan``; ``config`` is a frozen
 ``flax.struct.dataclass`` (numeric fields traced, shape-changing fields static), so
 ``jax.jit(jax.vmap(make_train(config)))(jax.random.split(key, num_seeds))`` trains many seeds at once.
-:func:`make_train` dispatches on the config's type.
+:func:`make_train` dispatches on the config's type. Every trainer is a :class:`Trainer`: it also runs in
+resumable pieces (``Trainer.init``, ``Trainer.run``), whose :class:`TrainState` :func:`save_checkpoint` and
+:func:`load_checkpoint` write and read, and takes an optional host logging callback (``make_train(config,
+callback=...)``, e.g. :class:`ProgressBar`) that works under ``jit`` and ``vmap``.
 
 CPU pitfall (measured with jax/jaxlib 0.10.2): a jitted ``vmap`` of a trainer over 128 or more seeds
 (REINFORCE on CartPole, 4 environments each; also a plain PureJaxRL-style REINFORCE written without
@@ -18,6 +21,8 @@ from pgjax._src.algos.actor_critic import mlp_actor_critic
 from pgjax._src.algos.actor_critic import running_episode_returns
 from pgjax._src.algos.actor_critic import scan_with_evaluation
 from pgjax._src.algos.actor_critic import value_loss
+from pgjax._src.algos.checkpoint import load_checkpoint
+from pgjax._src.algos.checkpoint import save_checkpoint
 from pgjax._src.algos.episode_cem import EpisodeCEMConfig
 from pgjax._src.algos.episode_cem import EpisodeCEMMetrics
 from pgjax._src.algos.episode_cem import make_episode_cem_train
@@ -25,6 +30,10 @@ from pgjax._src.algos.es import ESConfig
 from pgjax._src.algos.es import ESMetrics
 from pgjax._src.algos.es import episode_fitness
 from pgjax._src.algos.es import make_es_train
+from pgjax._src.algos.loop import ProgressBar
+from pgjax._src.algos.loop import TrainState
+from pgjax._src.algos.loop import Trainer
+from pgjax._src.algos.loop import concatenate_metrics
 from pgjax._src.algos.make_train import make_train
 from pgjax._src.algos.natural_pg import NaturalPGConfig
 from pgjax._src.algos.natural_pg import NaturalPGMetrics
@@ -65,12 +74,17 @@ __all__ = (
     "ParamCEMConfig",
     "ParamCEMMetrics",
     "Policy",
+    "ProgressBar",
     "ReinforceConfig",
     "ReinforceMetrics",
+    "TrainState",
+    "Trainer",
+    "concatenate_metrics",
     "episode_fitness",
     "episode_statistics",
     "evaluate_policy",
     "linear_gaussian_policy",
+    "load_checkpoint",
     "make_a2c_train",
     "make_env",
     "make_episode_cem_train",
@@ -84,6 +98,7 @@ __all__ = (
     "mlp_actor_critic",
     "mlp_policy",
     "running_episode_returns",
+    "save_checkpoint",
     "scan_with_evaluation",
     "value_loss",
 )

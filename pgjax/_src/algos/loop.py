@@ -55,63 +55,6 @@ def _num_evaluations(num_iterations: int, eval_every: int | None) -> int:
   return 0 if eval_every is None else -(-num_iterations // eval_every)
 
 
-def _concat(parts):
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if len(parts) > 1 else parts[0]
-
-
-def scan_range(update: Callable, evaluate: Callable | None, carry: Any, xs: Any, eval_keys: jax.Array | None,
-               *, eval_every: int | None, start: int, stop: int):
-  r"""Updates ``start, ..., stop - 1`` of a run of ``T`` updates (``T`` = the leading size of ``xs``), each
-  ``update(carry, xs[i]) -> (carry, metrics)``, evaluating ``evaluate(eval_keys[j], carry)`` after update
-  :math:`i` when :math:`(i + 1)` is a multiple of ``eval_every`` or :math:`i = T - 1` (evaluation
-  :math:`j = \lceil (i + 1) / \text{eval\_every} \rceil - 1`).
-
-  The updates run as ``lax.scan`` over blocks of ``eval_every`` (an inner scan) between a partial first and
-  last block, so the evaluation is never a ``lax.cond`` (which ``vmap`` would turn into computing it every
-  step). ``start``, ``stop`` are static.
-
-  Returns:
-    ``(carry, metrics, evaluations)``: metrics stacked to ``[stop - start]``; the ``[E]`` evaluations that
-    fall in the range (``[0]`` float32 without ``evaluate``).
-  """
-  total = jax.tree.leaves(xs)[0].shape[0]
-  sl = lambda a, b: jax.tree.map(lambda x: x[a:b], xs)
-  if evaluate is None or eval_every is None:
-    carry, metrics = jax.lax.scan(update, carry, sl(start, stop))
-    return carry, metrics, jnp.zeros((0,), jnp.float32)
-  ev = eval_every
-  evals_at = lambda i: -(-(i + 1) // ev) - 1  # the evaluation after update i
-  parts, evals = [], []
-  pos = start
-  head = min(stop, -(-start // ev) * ev)
-  if head > pos:  # the end of a block begun in an earlier piece
-    carry, m = jax.lax.scan(update, carry, sl(pos, head))
-    parts.append(m)
-    if head % ev == 0 or head == total:
-      evals.append(evaluate(eval_keys[evals_at(head - 1)], carry)[None])
-    pos = head
-  blocks = (stop - pos) // ev
-  if blocks:
-    def block(c, inp):
-      block_xs, ek = inp
-      c, m = jax.lax.scan(update, c, block_xs)
-      return c, (m, evaluate(ek, c))
-
-    block_xs = jax.tree.map(lambda x: x.reshape((blocks, ev) + x.shape[1:]), sl(pos, pos + blocks * ev))
-    e0 = evals_at(pos + ev - 1)
-    carry, (m, e) = jax.lax.scan(block, carry, (block_xs, eval_keys[e0:e0 + blocks]))
-    parts.append(jax.tree.map(lambda x: x.reshape((blocks * ev,) + x.shape[2:]), m))
-    evals.append(e)
-    pos += blocks * ev
-  if stop > pos:
-    carry, m = jax.lax.scan(update, carry, sl(pos, stop))
-    parts.append(m)
-    if stop == total:
-      evals.append(evaluate(eval_keys[evals_at(stop - 1)], carry)[None])
-  evaluations = jnp.concatenate(evals) if evals else jnp.zeros((0,), jnp.float32)
-  return carry, _concat(parts), evaluations
-
-
 def _log_fn(callback: Callable):
   """``log(iteration, metrics)``: ``jax.debug.callback`` once, whatever ``vmap`` wraps it (a ``custom_vmap``
   whose batching rule broadcasts every argument to the batch and calls the next level)."""
@@ -239,24 +182,41 @@ class Trainer:
     stop = start + int(num_iterations)
     _, _, update = self._setup(state.key)
     keys, eval_keys = self._keys(state.key)
-    xs = keys
-    if self.callback is not None:
-      log = _log_fn(self.callback)
-      last, every = self.num_iterations - 1, self.log_every
-      plain_update = update
+    ev, last = self.eval_every, self.num_iterations - 1
+    if ev is None and self.callback is None:
+      carry, raw = jax.lax.scan(update, state.carry, keys[start:stop])
+      return TrainState(carry, state.key, stop), self._metrics(raw, jnp.zeros((0,), jnp.float32))
+    log = None if self.callback is None else _log_fn(self.callback)
+    every = self.log_every
+    no_eval = None
+    if ev is not None:
+      no_eval = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                             jax.eval_shape(self._evaluate, eval_keys[0], state.carry))
 
-      def update(carry, inp):  # pylint: disable=function-redefined
-        i, k = inp
-        carry, raw = plain_update(carry, k)
+    # One scan body for every iteration, the evaluation (and the logging) in a `lax.cond` on the iteration
+    # index: the index is a scan input that no `vmap` batches, so the cond stays a branch (it is not turned
+    # into computing both sides), and every piece of a run compiles the same body.
+    def body(carry, inp):
+      i, k = inp
+      carry, raw = update(carry, k)
+      out = ()
+      if ev is not None:
+        ek = eval_keys[i // ev]
+        out = jax.lax.cond(jnp.logical_or((i + 1) % ev == 0, i == last),
+                           lambda: self._evaluate(ek, carry), lambda: no_eval)
+      if log is not None:
         named = {name: v for name, v in self._metrics(raw, None)._asdict().items() if v is not None}
         jax.lax.cond(jnp.logical_or((i + 1) % every == 0, i == last), lambda: log(i, named),
                      lambda: jnp.zeros((), jnp.int32))
-        return carry, raw
+      return carry, (raw, out)
 
-      xs = (jnp.arange(self.num_iterations, dtype=jnp.int32), keys)
-    evaluate = self._evaluate if self.eval_every is not None else None
-    carry, raw, evals = scan_range(update, evaluate, state.carry, xs, eval_keys, eval_every=self.eval_every,
-                                   start=start, stop=stop)
+    xs = (jnp.arange(start, stop, dtype=jnp.int32), keys[start:stop])
+    carry, (raw, evals) = jax.lax.scan(body, state.carry, xs)
+    if ev is None:
+      evals = jnp.zeros((0,), jnp.float32)
+    else:
+      at = [i - start for i in range(start, stop) if (i + 1) % ev == 0 or i == last]
+      evals = evals[np.asarray(at, np.int32)] if at else jnp.zeros((0,), evals.dtype)
     return TrainState(carry, state.key, stop), self._metrics(raw, evals)
 
 
