@@ -1,17 +1,18 @@
 r"""Every policy-search trainer on CartPole-v1 and Acrobot-v1 under one evaluation; natural vs vanilla PG on a
 linear system.
 
-Eight trainers, each ``jax.jit(jax.vmap(pgjax.algos.make_train(config)))`` over the same seeds, on gymnax's
+Eight trainers, each ``jax.jit(jax.vmap(pgjax.algos.make_train(config)))`` over the same 64 seeds, on gymnax's
 CartPole-v1 (500-step limit, solved at a return >= 475) and Acrobot-v1 (500-step limit, -1 per step until the
-goal: -500 is the truncation floor, -100 is the usual "solved" threshold):
+goal: -500 is the truncation floor, -100 the usual "solved" threshold); the settings are in
+:func:`trainer_configs`:
 
 * REINFORCE (reward-to-go minus the leave-one-out batch baseline, normalised, Adam) without and with a learned
   critic (generalised advantages from a fitted flax MLP value function);
 * A2C and PPO (Schulman et al., 2017; PureJaxRL's CartPole settings) with their actor-critic networks;
 * NPG (Kakade, 2001) with the normalised step (the quadratic-model KL of every step equals ``max_kl``) and
   TRPO (Schulman et al., 2015: KL radius and backtracking line search), with Monte-Carlo advantages on
-  CartPole and with the learned critic on Acrobot (where every episode of a random policy is truncated, Monte-Carlo
-  advantages minus a batch baseline are exactly zero);
+  CartPole and with the learned critic on Acrobot (where every episode of a random policy is truncated,
+  Monte-Carlo advantages minus a batch baseline are exactly zero);
 * OpenAI-ES (Salimans et al., 2017: antithetic, centred ranks, Adam) and the cross-entropy method on the
   policy's parameters (*parameter* CEM: a diagonal Gaussian over the weights of a deterministic policy,
   refitted to the top 20% of a population of 32, with a decaying noise floor).
@@ -55,6 +56,7 @@ NUM_EVALS = 12  # evaluations per curve (about)
 METHODS = ("REINFORCE", "REINFORCE+critic", "A2C", "PPO", "NPG", "TRPO", "ES", "CEM")
 QUICK = {"CartPole-v1": ("TRPO",), "Acrobot-v1": ("NPG",)}
 TRPO_KL = 0.02  # TRPO's radius on CartPole-v1
+SEEDS = 64  # seeds per trainer and environment in the full run
 
 CLAIMS = {
     "random_start": C.ClaimSpec("{method}: first-iteration mean return, largest over seeds (a random policy "
@@ -92,7 +94,7 @@ def trainer_configs(env: str, quick: bool) -> dict:
   critic = dict(critic=True, critic_learning_rate=1e-2, critic_steps=20, gae_lambda=0.95)
   nat = {**pg, "num_iterations": 30 if cartpole else 25}
   nat_adv = {} if cartpole else critic
-  es = dict(env=env, num_iterations=40 if cartpole else 30, num_steps=500)
+  es = dict(env=env, num_iterations=40 if cartpole else 20, num_steps=500)
   out = {
       "REINFORCE": (algos.ReinforceConfig(learning_rate=0.01, **pg), 8 * 500),
       "REINFORCE+critic": (algos.ReinforceConfig(learning_rate=0.01, **pg, **critic), 8 * 500),
@@ -103,7 +105,7 @@ def trainer_configs(env: str, quick: bool) -> dict:
       "TRPO": (algos.NaturalPGConfig(method="trpo", max_kl=TRPO_KL, **nat, **nat_adv), 8 * 500),
       "ES": (algos.ESConfig(num_directions=32, sigma=0.1, learning_rate=0.03, **es), 32 * 500),
       "CEM": (algos.ParamCEMConfig(population_size=32, elite_fraction=0.2,
-                                   **{**es, "num_iterations": 30 if cartpole else 25}), 32 * 500),
+                                   **{**es, "num_iterations": 30 if cartpole else 20}), 32 * 500),
   }
   if quick:
     out = {m: out[m] for m in QUICK[env]}
@@ -117,7 +119,7 @@ def _iterations(config):
 
 
 def compute_env(key, env, quick):
-  num_seeds = 4 if quick else 64
+  num_seeds = 4 if quick else SEEDS
   keys = jax.random.split(key, num_seeds)  # the same seeds for every trainer
   out = {"num_seeds": num_seeds, "runs": {}}
   for name, (config, steps_per_iter) in trainer_configs(env, quick).items():
@@ -130,7 +132,8 @@ def compute_env(key, env, quick):
     at = np.minimum(np.arange(1, evals.shape[1] + 1) * every, n)
     run = {"eval_return": evals, "eval_steps": at * steps_per_iter,
            "train_return": np.asarray(m.episode_return), "iterations": n,
-           "steps_per_iteration": steps_per_iter, "seconds": round(time.time() - t, 1)}
+           "steps_per_iteration": steps_per_iter, "num_seeds": int(keys.shape[0]),
+           "seconds": round(time.time() - t, 1)}
     if name in ("NPG", "TRPO"):
       run["kl"], run["step_fraction"] = np.asarray(m.kl), np.asarray(m.step_fraction)
       run["max_kl"] = float(config.max_kl)
@@ -210,7 +213,7 @@ def claims(result):
           f"{env}, {m}: final evaluation return, quartiles over seeds; fraction solved",
           [[round(float(q), 1) for q in np.percentile(f, [25, 50, 75])],
            round(float(np.mean(f >= ENVS[env]["solved"])), 3)],
-          f"{r['num_seeds']} seeds, {run['iterations']} iterations x {run['steps_per_iteration']} steps"))
+          f"{run['num_seeds']} seeds, {run['iterations']} iterations x {run['steps_per_iteration']} steps"))
     if "REINFORCE" in r["runs"] and env == "Acrobot-v1":
       ms.append(C.Measurement("Acrobot-v1, REINFORCE without a critic: fraction of seeds at the floor -500",
                               float(np.mean(_final(r["runs"]["REINFORCE"]) <= -500 + 1e-3))))
@@ -234,7 +237,8 @@ def plot(result, out):
       ax.fill_between(x, q25, q75, color=f"C{i}", alpha=0.2, lw=0)
     ax.axhline(ENVS[env]["solved"], color="k", ls="--", lw=0.8)
     ax.set_xscale("log")
-    ax.set(title=f"{env}: greedy evaluation return, median and IQR over {result[env]['num_seeds']} seeds",
+    seeds = sorted({run["num_seeds"] for run in result[env]["runs"].values()})
+    ax.set(title=f"{env}: greedy evaluation return, median and IQR over {'/'.join(map(str, seeds))} seeds",
            xlabel="environment steps (training)", ylabel="evaluation return")
   axes[0].legend(fontsize=8)
   fig.tight_layout()
