@@ -3,7 +3,8 @@ r"""Checkpoints of a trainer's :class:`pgjax.algos.TrainState` (msgpack, via ``f
 A checkpoint holds every leaf of the state (the scan's carry and the key stream, with any leading seed axes
 of a ``vmap``), the number of iterations done, and a description of the config that produced it. Loading
 rebuilds the state against the structure that ``make_train(config).init`` gives, so a run resumed from a
-checkpoint continues bit for bit as the run in one go would have::
+checkpoint continues as the run in one go from the same state would have (the final state and the
+per-iteration metrics bit for bit on CPU; see :class:`pgjax.algos.Trainer`)::
 
     train = make_train(config)
     states = jax.vmap(train.init)(jax.random.split(key, 8))

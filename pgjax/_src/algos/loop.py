@@ -7,13 +7,17 @@ runs all its iterations in one ``lax.scan``. The same object also runs in pieces
     state, m1 = trainer.run(state, 10)                 # iterations 0..9
     state, m2 = trainer.run(state)                     # the rest
     params = trainer.params(state)
-    metrics = concatenate_metrics([m1, m2])            # == trainer(key)[1], bit for bit
+    metrics = concatenate_metrics([m1, m2])            # the metrics of trainer.run(trainer.init(key))
 
 and the pieces compose with ``jit`` and ``vmap`` (``jax.vmap(lambda s: trainer.run(s, 10))(states)`` with a
 leading seed axis). Iteration :math:`i` always uses the same key (iteration :math:`i` of the key stream of
 ``TrainState.key``) and the evaluations happen after the same iterations (every ``eval_every`` and after the
-last), so a run split anywhere reproduces the run in one go. :func:`pgjax.algos.save_checkpoint` and
-:func:`pgjax.algos.load_checkpoint` write and read a :class:`TrainState`.
+last), so a run split anywhere reproduces the run in one go from the same state: on CPU the final state
+and the per-iteration metrics agree bit for bit; an evaluation return can differ in its last float bit (XLA
+rounds the same evaluation differently in different programs). ``trainer(key)`` is ``trainer.init`` then
+``trainer.run`` compiled as one program, which can likewise differ from the pieces in the last bits.
+:func:`pgjax.algos.save_checkpoint` and :func:`pgjax.algos.load_checkpoint` write and read a
+:class:`TrainState`.
 
 A host callback (:meth:`Trainer.with_callback`, or ``make_train(config, callback=...)``) receives
 ``(iteration, metrics)`` after every ``log_every`` iterations and after the last, through
@@ -127,8 +131,8 @@ class Trainer:
     ``metrics`` is a dict of the iteration's metrics (the trainer's metrics fields without
     ``eval_return``) as numpy arrays: scalars, or ``[S]`` (``[S1, S2, ...]``) under (nested) ``vmap``,
     where the callback is still called once per iteration. The calls go through
-    :func:`jax.debug.callback` (asynchronous: they may run after the jitted call returns, in order) and do
-    not change the trained params. ``callback=None`` removes it.
+    :func:`jax.debug.callback` (they may run after the jitted call returns: ``jax.effects_barrier()``
+    waits for them) and do not change the trained params. ``callback=None`` removes it.
     """
     return Trainer(self._setup, num_iterations=self.num_iterations, metrics=self._metrics,
                    params=self._params, evaluate=self._evaluate, eval_every=self.eval_every,
@@ -261,7 +265,8 @@ class ProgressBar:
     self._bar = tqdm.tqdm(total=self.total, **tqdm_kwargs)
 
   def __call__(self, iteration: int, metrics: dict) -> None:
-    self._bar.update(iteration + 1 - self._bar.n)
+    if iteration + 1 > self._bar.n:
+      self._bar.update(iteration + 1 - self._bar.n)
     if self.metric is not None and self.metric in metrics:
       self._bar.set_postfix({self.metric: float(np.nanmean(metrics[self.metric]))}, refresh=False)
     if iteration + 1 >= self.total:
