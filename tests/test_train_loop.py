@@ -200,3 +200,22 @@ def test_callback_under_nested_vmap_and_progress_bar():
   jax.block_until_ready(jax.jit(trainer.with_callback(bar, log_every=2))(jax.random.key(0)))
   jax.effects_barrier()
   assert bar._bar.n == 5 and "5/5" in out.getvalue() and "episode_return=" in out.getvalue()
+
+
+@pytest.mark.parametrize("make_keys", [
+    lambda: jax.random.PRNGKey(5),
+    lambda: jax.random.split(jax.random.PRNGKey(5), 3),
+    lambda: jax.random.split(jax.random.key(5), (2, 2)),
+], ids=["raw_key", "raw_keys_batch", "typed_keys_2d_batch"])
+def test_checkpoint_round_trip_of_raw_and_typed_key_batches(make_keys, tmp_path):
+  config = CONFIGS["es"]
+  train = algos.make_train(config)
+  keys = make_keys()
+  init = train.init
+  for _ in range(keys.ndim - (0 if jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key) else 1)):
+    init = jax.vmap(init)
+  state = init(keys)
+  algos.save_checkpoint(tmp_path / "s.ckpt", state, config)
+  loaded = algos.load_checkpoint(tmp_path / "s.ckpt", config)
+  _assert_identical(loaded, state)
+  assert loaded.key.dtype == state.key.dtype
