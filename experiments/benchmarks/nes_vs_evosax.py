@@ -14,7 +14,8 @@ only by floating-point rounding (evosax recovers s_k as (x_k - mean)/sigma, pgja
 eventually flips a rank and lets the trajectories drift apart. Per problem: SEEDS paired runs; the ratio
 pgjax/evosax of the median generation count (sphere) or of the median best loss (Rosenbrock) with a paired
 bootstrap 95% interval (seeds resampled jointly), the issue's claim (ratio <= 1) and an equivalence claim
-(the interval within [0.97, 1.03] for the generation counts). Time per generation: TIMING_SEEDS seeds (the
+(the interval within [0.97, 1.03]). On Rosenbrock the paired runs drift apart after a few hundred generations
+(a median of about 470 in a 32-seed probe), so its 3000-generation values are close to independent draws. Time per generation: TIMING_SEEDS seeds (the
 issue's 32) in one compiled ``jit(vmap)`` per library, calls interleaved, wall-clock median and minimum and
 process CPU time over the repeats.
 
@@ -33,7 +34,7 @@ import numpy as np
 import pgjax
 from experiments._common import Claim, Measurement, between, le, parse_args, save_results
 
-SEEDS = 256            # paired runs for the generation counts and the Rosenbrock values
+SEEDS = 1024           # paired runs for the generation counts and the Rosenbrock values
 TIMING_SEEDS = 32      # seeds of the timed call
 EQUIVALENCE = (0.97, 1.03)
 
@@ -164,6 +165,8 @@ def main(argv=None):
                  ratio_ci=ci, pgjax_better_fraction=float(np.mean(b_ours < b_theirs)))
       claims.append(Claim(f"{tag}: median best loss after {gens} generations, pgjax / evosax", round(ratio, 3),
                           le(1.0)))
+      claims.append(Claim(f"{tag}: paired 95% bootstrap CI of that ratio inside {list(EQUIVALENCE)}", ci,
+                          between(*EQUIVALENCE)))
       measurements.append(Measurement(
           f"{tag}: median best loss after {gens} generations (pgjax, evosax); paired 95% CI of the ratio",
           [float(np.median(b_ours)), float(np.median(b_theirs))], f"CI {ci}"))
