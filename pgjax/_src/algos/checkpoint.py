@@ -68,6 +68,17 @@ def _describe(value: Any) -> Any:
   return f"<{module}.{name}>"
 
 
+def _show(desc: Any) -> str:
+  """A description for an error message (floats as their shortest float32 form)."""
+  if isinstance(desc, float):
+    return repr(float(np.format_float_positional(np.float32(desc), unique=True, trim="-")))
+  if isinstance(desc, list):
+    return "[" + ", ".join(_show(d) for d in desc) + "]"
+  if isinstance(desc, dict):
+    return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in desc.items()) + "}"
+  return json.dumps(desc)
+
+
 def _describe_config(config: Any) -> dict:
   desc = {f.name: _describe(getattr(config, f.name)) for f in dataclasses.fields(config)}
   return json.loads(json.dumps(desc))  # tuples -> lists, as they come back from the file
@@ -157,7 +168,7 @@ def load_checkpoint(path: str | os.PathLike, config: Any) -> TrainState:
   now = _describe_config(config)
   diff = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
   if diff:
-    details = "; ".join(f"`{k}` is {json.dumps(now.get(k))}, the checkpoint's run had {json.dumps(saved.get(k))}"
+    details = "; ".join(f"`{k}` is {_show(now.get(k))}, the checkpoint's run had {_show(saved.get(k))}"
                         for k in diff)
     raise ValueError(f"`config` differs from the checkpoint's config: {details}.")
   batch = tuple(meta["batch_shape"])
