@@ -75,6 +75,9 @@ def _as_mask(where: ArrayLike | None, x: jax.Array) -> jax.Array:
     raise ValueError(f"`where` must broadcast to the values' shape {x.shape}, got {where.shape}.") from None
 
 
+_PAIRWISE_MAX = 64  # up to this population, ranks come from an [N, N] comparison
+
+
 def _rank_bounds(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """For a ``[N]`` row and mask ``w``: the positions each active member occupies among the active ones.
 
@@ -86,9 +89,13 @@ def _rank_bounds(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array, jax.
   n_out = jnp.sum(~w)
   n_nan = jnp.sum(nan)
   clean = jnp.where(w & ~nan, x, -jnp.inf)  # inactive and NaN members sort as -inf, below every number
-  s = jnp.sort(clean)
-  lo = jnp.searchsorted(s, clean, side="left")
-  hi = jnp.searchsorted(s, clean, side="right")
+  if x.shape[0] <= _PAIRWISE_MAX:  # small populations: count pairwise (no sort, no binary-search loop)
+    lo = jnp.sum(clean[None, :] < clean[:, None], axis=1, dtype=jnp.int32)
+    hi = jnp.sum(clean[None, :] <= clean[:, None], axis=1, dtype=jnp.int32)
+  else:
+    s = jnp.sort(clean)
+    lo = jnp.searchsorted(s, clean, side="left")
+    hi = jnp.searchsorted(s, clean, side="right")
   # Order: inactive < NaN < -inf < numbers. A -inf member starts after the inactive and NaN ones.
   lo = jnp.where(nan, n_out, jnp.where(clean == -jnp.inf, n_out + n_nan, lo))
   hi = jnp.where(nan, n_out + n_nan, hi)
