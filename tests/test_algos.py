@@ -58,6 +58,8 @@ def test_trainer_moves_the_gain_toward_the_riccati_gain(name):
   assert np.all(err < bound), err                       # from 0.618 at the start
   assert len(np.unique(gain)) == 8   # seeds differ
   assert np.all(np.isfinite(np.asarray(jax.tree.leaves(metrics)[0])))
+  if name == "nes":   # best-so-far never decreases
+    assert np.all(np.diff(np.asarray(metrics.best_return), axis=1) >= 0), metrics.best_return
   # eval_return: [seeds, ceil(10 / 5)], the last after the final update. The greedy return of gain k is
   # -c s_0^2 with s_0 ~ N(0, 1): the mean of 4096 episodes has relative standard error sqrt(2 / 4096).
   evals = np.asarray(metrics.eval_return)
