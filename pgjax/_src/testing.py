@@ -709,8 +709,14 @@ def _check_finite(case):
   _require_finite(case.get("base")[0], "grads{}")
 
 
+_KEY_RTOL = 1e-6
+
+
 def _check_legacy_key(case):
-  assert_trees_equal(case.get("legacy_key"), case.get("base"), "result(PRNGKey)", "result(key)")
+  # The same random stream: equal up to the rounding of two differently compiled arithmetic paths (a few
+  # float32 ulps; an unoptimised XLA build contracts them differently). Another stream differs at O(1).
+  assert_trees_close(case.get("legacy_key"), case.get("base"), rtol=_KEY_RTOL, atol=0.0,
+                     name_a="result(PRNGKey)", name_b="result(key)")
 
 
 def _check_traced_once(case):
@@ -945,7 +951,9 @@ def check_estimator(
   * ``aux``: ``aux`` is a ``NamedTuple`` with a ``num_evaluations`` field (``require_num_evaluations``).
   * ``finite``: every entry of ``grads`` is finite.
   * ``keys``: a typed key (``jax.random.key``) and the legacy ``uint32[2]`` key with the same data
-    (``jax.random.PRNGKey``) give bit-identical results.
+    (``jax.random.PRNGKey``) give the same results: the same random stream, equal to a relative
+    ``1e-6`` of each leaf's largest entry (the two key types reach the arithmetic through different
+    programs, which XLA may round differently in the last bits; another stream differs at order one).
   * ``jit``: under ``jax.jit`` the estimator is traced once: a second call with other key and ``params``
     *values* (same shapes) does not retrace.
   * ``deterministic``: the same key and params give bit-identical results on a repeated call.
