@@ -1,6 +1,7 @@
 """Sharding of gradient_stats over the seed axis: bit-identical results on 1, 2 and 8 (forced CPU)
 devices, padding dropped from the statistics, and the seed layout's invariants."""
 
+import fcntl
 import json
 import os
 import subprocess
@@ -116,7 +117,20 @@ _SCRIPT = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def eight_devices():
+def eight_devices(tmp_path_factory):
+  """The script's results, computed once per test session: pytest-xdist workers share them through a file."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the directory the workers share
+  out = root / "eight_devices.json"
+  with open(root / "eight_devices.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not out.exists():
+      out.write_text(json.dumps(_run_script()))
+  return json.loads(out.read_text())
+
+
+def _run_script():
   # Bit patterns and float32 accuracy are checked as users compile: XLA's default optimisations (the rest of
   # the suite compiles unoptimised for speed; see conftest.py), conftest's other flags kept.
   flags = os.environ.get("XLA_FLAGS", "").replace("--xla_cpu_use_fusion_emitters=false", "")
