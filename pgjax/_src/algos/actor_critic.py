@@ -27,7 +27,7 @@ import numpy as np
 from pgjax._src.algos.policies import Policy
 
 __all__ = ["ActorCritic", "Critic", "EvalFn", "critic_advantages", "evaluate_policy", "fit_critic",
-           "make_evaluation", "mlp_actor_critic", "mlp_critic", "running_episode_returns", "scan_iterations",
+           "make_evaluation", "mlp_actor_critic", "mlp_critic", "running_episode_returns",
            "scan_with_evaluation", "value_loss"]
 
 
@@ -225,26 +225,6 @@ def _scan_blocks(update, evaluate, carry, keys, eval_keys, eval_every):
     evals.append(evaluate(eval_keys[-1], carry)[None])
   metrics = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) if len(parts) > 1 else parts[0]
   return carry, metrics, jnp.concatenate(evals)
-
-
-def scan_iterations(update: Callable, evaluate: Callable[[jax.Array, Any], jax.Array] | None, carry: Any,
-                    key: jax.Array, *, num_updates: int, eval_every: int | None):
-  r"""Like :func:`scan_with_evaluation`, with the key stream of a plain ``lax.scan``: update ``i`` gets
-  ``jax.random.split(key, num_updates + E)[i]`` and the ``E`` evaluations the remaining keys.
-
-  With JAX's default partitionable Threefry, ``split(key, n + E)[:n] == split(key, n)``, so switching
-  the evaluation on or off leaves the training run (and its metrics) unchanged.
-
-  Returns:
-    ``(carry, metrics, evaluations)`` with evaluations ``[E]``, ``E = ceil(num_updates / eval_every)``, or
-    an empty ``[0]`` float32 array when ``eval_every`` (or ``evaluate``) is ``None``.
-  """
-  if evaluate is None or eval_every is None:
-    carry, metrics = jax.lax.scan(update, carry, jax.random.split(key, num_updates))
-    return carry, metrics, jnp.zeros((0,), jnp.float32)
-  num_evals = _num_evaluations(num_updates, eval_every)
-  keys = jax.random.split(key, num_updates + num_evals)
-  return _scan_blocks(update, evaluate, carry, keys[:num_updates], keys[num_updates:], eval_every)
 
 
 def make_evaluation(policy_apply: Callable[[Any, Any], Any], env: Any, env_params: Any,
