@@ -7,6 +7,7 @@ one compiled function (their populations share one draw of the noise); and every
 without XLA's backend optimisations (``JIT``: about half the compile time, the runs are tiny)."""
 
 import functools
+import math
 
 import chex
 import distrax
@@ -24,6 +25,7 @@ P = 8                                               # population of the identity
 SPHERE = lambda x: -jnp.sum(x ** 2)
 KEY = jax.random.key(20261122)
 JIT = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+LINEAR_G = jnp.array([1.0, -2.0, 0.5, 3.0, -0.7])
 
 
 def _natural(dist_fn, params, samples, weights, iters=20):
@@ -44,6 +46,8 @@ def identities():
   """For SNES, xNES (B = I, eta_B = 0) and PGPE: one ask/tell and the score-function natural gradient on
   the same samples, all in one compiled call; and one SNES generation whose fitness is NaN for x_0 > 0.5."""
   snes_es = nes.snes(population_size=P, learning_rate_mean=0.7, learning_rate_sigma=0.3)
+  mirrored_es = nes.snes(population_size=P, learning_rate_mean=0.7, learning_rate_sigma=0.3, mirrored=True,
+                         adaptation_sampling=True)
   xnes_es = nes.xnes(population_size=P, learning_rate_mean=0.5, learning_rate_sigma=0.2, learning_rate_shape=0.0)
   pgpe_es = nes.pgpe(population_size=P, optimizer=optax.sgd(1.0), learning_rate_sigma=1.0, max_sigma_change=1e9,
                      shaping=None)
@@ -81,6 +85,17 @@ def identities():
     new, _ = pgpe_es.tell(state, noise, fit)
     _, direction = _natural(plain, {"mu": mu0, "sigma": sigma0}, pop, fit - jnp.mean(fit))
     out["pgpe"] = (new.mean - mu0, new.sigma - sigma0, direction, pop, mu0)
+
+    # Mirrored pairs on a linear fitness c + g.x: the natural gradient on the mirrored sample set.
+    mu0, sigma0 = jnp.linspace(-1.0, 1.0, D), jnp.linspace(0.5, 2.0, D)
+    state = mirrored_es.init(mu0, init_sigma=sigma0)
+    pop, noise = mirrored_es.ask(key, state)
+    fit = pop @ LINEAR_G + 5.0
+    new, _ = mirrored_es.tell(state, noise, fit)
+    _, direction = _natural(diag, {"mu": mu0, "log_sigma": jnp.log(sigma0)}, pop,
+                            P * pgjax.shaping.nes_utilities(fit))
+    out["mirrored"] = (new.mean - mu0, jnp.log(new.sigma) - jnp.log(sigma0), direction, noise, sigma0,
+                       new.opt_state.learning_rate_sigma)
 
     state = snes_es.init(jnp.zeros(D), init_sigma=1.0)
     pop, noise = snes_es.ask(key, state)
@@ -131,6 +146,79 @@ def test_pgpe_direction_is_the_natural_gradient_in_mean_and_twice_it_in_sigma(id
   assert not np.allclose(d_sigma, direction["sigma"], rtol=1e-2)   # power: the factor 2 is real
 
 
+def test_mirrored_update_on_a_linear_fitness_is_the_weighted_mean_of_the_pairs_winners(identities):
+  """Mirrored pairs, f = c + g.x, even population: each pair has one member in the better half, so the
+  mean step is eta_mu sigma * sum_r w_r t_(r) (t_j the pair's winner, w_r the positive utilities' shares), it
+  ascends, and it is the natural gradient of the score-function estimate on the mirrored samples."""
+  d_mean, d_log_sigma, direction, noise, sigma0, eta = jax.tree_util.tree_map(np.asarray, identities["mirrored"])
+  np.testing.assert_array_equal(noise[0::2], -noise[1::2])                 # pairs z, -z
+  assert len({tuple(np.round(row, 6)) for row in noise[0::2]}) == P // 2    # independent draws
+  np.testing.assert_allclose(d_mean, 0.7 * direction["mu"], rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(d_log_sigma, eta * direction["log_sigma"], rtol=2e-5, atol=1e-6)
+  assert float(eta) == pytest.approx(0.3)          # first generation: equal importance weights, rate kept
+  g = np.asarray(LINEAR_G)
+  gain = (noise[0::2] * sigma0) @ g                                        # g . (sigma z_j) per pair
+  winners = np.sign(gain)[:, None] * noise[0::2]
+  order = np.argsort(-np.abs(gain))
+  n = P // 2
+  raw = np.maximum(0.0, np.log(n + 1) - np.log(np.arange(1, n + 1)))
+  w = raw / raw.sum()
+  expected = 0.7 * sigma0 * (w @ winners[order])
+  np.testing.assert_allclose(d_mean, expected, rtol=1e-5, atol=1e-6)
+  assert float(g @ d_mean) > 0
+  # Power control: the plain mean of the winners (equal weights) is a different step.
+  assert not np.allclose(d_mean, 0.7 * sigma0 * winners.mean(axis=0), rtol=1e-2)
+
+
+def test_adaptation_sampling_follows_the_weighted_mann_whitney_rule():
+  """eta_sigma after one tell, from a state with eta = 0.5 (initial 0.2) or 0.95, against the rule computed
+  here from its definition: weights w_k = N(x_k; mu, sigma')/N(x_k; mu, sigma), sigma' = sigma (sigma /
+  sigma_prev)^(1/2); U = sum_k w_k (r_k - 1/2); z = (U - n n'/2) / sqrt(n n' (n + n' + 1)/12); increase to
+  min(1.1 eta, 1) if 1 - Phi(z) < 1/2 - 1/(3(d + 1)), else relax to 0.9 eta + 0.1 eta_0."""
+  d, lam = 3, 8
+  noise = jnp.asarray(np.random.default_rng(1).normal(size=(lam, d)), jnp.float32)
+  es = nes.snes(population_size=lam, learning_rate_sigma=0.2, adaptation_sampling=True)
+  sigma = jnp.array([1.0, 2.0, 0.5])
+  base = es.init(jnp.zeros(d), init_sigma=sigma)
+  spread = jnp.sum(noise ** 2, axis=1)
+  #          wider wins, sigma grew | narrower wins | sigma unchanged | wider wins, eta near the cap
+  prev = jnp.stack([sigma / 2, sigma / 2, sigma, sigma / 2])
+  fits = jnp.stack([spread, -spread, spread, spread])
+  etas = jnp.array([0.5, 0.5, 0.5, 0.95])
+
+  def one(prev_sigma, fitness, eta):
+    state = base._replace(opt_state=base.opt_state._replace(learning_rate_sigma=eta, previous_sigma=prev_sigma))
+    new, _ = es.tell(state, noise, fitness)
+    return new.opt_state.learning_rate_sigma, new.sigma
+
+  got_eta, got_sigma = (np.asarray(v) for v in JIT(jax.vmap(one))(prev, fits, etas))
+  z_np, n = np.asarray(noise, np.float64), float(lam)
+  rho = 0.5 - 1.0 / (3 * (d + 1))
+  expected, zs = [], []
+  for pv, fit, eta in zip(np.asarray(prev), np.asarray(fits), np.asarray(etas)):
+    s, sp = np.asarray(sigma, np.float64), np.asarray(sigma) * np.sqrt(np.asarray(sigma) / pv)
+    log_w = np.sum(np.log(s / sp) - 0.5 * z_np ** 2 * (s ** 2 / sp ** 2 - 1.0), axis=1)
+    w = np.exp(log_w)
+    r = np.argsort(np.argsort(fit)) + 1.0                                   # 1 = worst (no ties here)
+    n_w = w.sum()
+    z = (np.sum(w * (r - 0.5)) - n * n_w / 2) / np.sqrt(n * n_w * (n + n_w + 1) / 12)
+    p = 0.5 * math.erfc(z / math.sqrt(2))
+    zs.append(z)
+    expected.append(min(1.1 * eta, 1.0) if p < rho else 0.9 * eta + 0.1 * 0.2)
+  np.testing.assert_allclose(got_eta, expected, rtol=1e-6)
+  np.testing.assert_allclose(got_eta, [0.55, 0.47, 0.47, 1.0], rtol=1e-6)   # the cases do what they say
+  # wider members favoured (z > 0, p below rho), narrower ones (z < 0), equal weights (z = 0: no evidence, so
+  # the rate relaxes; a rule that raised it without evidence would give 0.55 there)
+  assert zs[0] > 0 > zs[1] and 0.5 * math.erfc(zs[0] / math.sqrt(2)) < rho
+  assert zs[2] == pytest.approx(0.0, abs=1e-9)
+  # The adapted rate is the one used for this generation's step size.
+  raw = np.maximum(0.0, np.log(lam / 2 + 1) - np.log(np.arange(1, lam + 1)))
+  ranks = np.argsort(np.argsort(-np.asarray(fits), axis=1), axis=1)        # 0 = fittest
+  u = raw[ranks] / raw.sum() - 1.0 / lam                                    # the paper's utilities
+  g = np.einsum("ck,kd->cd", u, np.asarray(noise) ** 2 - 1.0)
+  np.testing.assert_allclose(got_sigma, np.asarray(sigma) * np.exp(0.5 * got_eta[:, None] * g), rtol=1e-5)
+
+
 # The pytree problem of the runs below: 3 parameters in two leaves, f = -sum_i (s_i x_i)^2 with traced
 # scales s (ones: the sphere).
 PARAMS = {"a": jnp.full((1,), 2.0), "b": {"c": jnp.full((2,), -1.5)}}
@@ -164,26 +252,28 @@ def xnes_runs():
   return run(jax.random.split(KEY, 5), scales), traces
 
 
-@pytest.mark.parametrize("name", ["snes", "xnes", "pgpe"])
+@pytest.mark.parametrize("name", ["snes", "snes_mirrored_as", "xnes", "pgpe"])
 def test_solves_the_sphere_and_works_on_pytrees_under_vmap(name, request):
   if name == "xnes":
     (final, infos), traces = request.getfixturevalue("xnes_runs")
     es = nes.xnes()
     final, infos = jax.tree_util.tree_map(lambda x: x[:4], (final, infos))
   else:
-    es = nes.snes() if name == "snes" else nes.pgpe(optimizer=optax.adam(0.1))
+    es = {"snes": lambda: nes.snes(), "pgpe": lambda: nes.pgpe(optimizer=optax.adam(0.1)),
+          # population 7 for 3 parameters: three mirrored pairs and one unpaired draw
+          "snes_mirrored_as": lambda: nes.snes(mirrored=True, adaptation_sampling=True)}[name]()
     run, traces = _compiled_run(es)
     ones = jnp.ones((4, 3))
     final, infos = run(jax.random.split(KEY, 4), ones)
-    again, _ = run(jax.random.split(jax.random.fold_in(KEY, 1), 4), ones)
-    assert not np.array_equal(np.asarray(again.best_fitness), np.asarray(final.best_fitness))
+    _, again = run(jax.random.split(jax.random.fold_in(KEY, 1), 4), ones)
+    assert not np.array_equal(np.asarray(again.best_fitness), np.asarray(infos.best_fitness))   # keys matter
   assert len(traces) == 1                                      # traced once across calls
   chex.assert_trees_all_equal_structs(jax.tree_util.tree_map(lambda x: x[0], final.best_params), PARAMS)
   best = np.asarray(final.best_fitness)
   assert np.all(np.asarray(infos.num_evaluations) == es.population_size(PARAMS))
   assert np.all(np.diff(np.asarray(infos.best_fitness), axis=1) >= 0)     # best so far never decreases
   assert np.all(np.asarray(infos.best_fitness)[:, 0] < -0.05)             # and did not start solved (-8.5)
-  assert np.all(best > {"snes": -1e-6, "xnes": -1e-3, "pgpe": -1e-2}[name]), (START, best)
+  assert np.all(best > {"snes": -1e-6, "snes_mirrored_as": -1e-6, "xnes": -1e-3, "pgpe": -1e-2}[name]), (START, best)
 
 
 def test_xnes_shape_keeps_unit_determinant_and_learns_an_elongated_quadratic(xnes_runs):
@@ -231,6 +321,10 @@ def test_bad_arguments_name_themselves():
     nes.snes(population_size=1)
   with pytest.raises(ValueError, match="shaping"):
     nes.pgpe(shaping="zscore")
+  with pytest.raises(TypeError, match="mirrored"):
+    nes.snes(mirrored="yes")
+  with pytest.raises(TypeError, match="adaptation_sampling"):
+    nes.snes(adaptation_sampling=1)
   with pytest.raises(TypeError, match="optimizer"):
     nes.pgpe(optimizer=0.1)
   es = nes.snes()

@@ -98,7 +98,8 @@ from pgjax._src import shaping as _shaping
 from pgjax._src import utils
 from pgjax._src import validation
 
-__all__ = ("NESInfo", "NESState", "EvolutionStrategy", "snes", "xnes", "pgpe", "run", "default_population_size")
+__all__ = ("NESInfo", "NESState", "EvolutionStrategy", "SNESAdaptation", "snes", "xnes", "pgpe", "run",
+           "default_population_size")
 
 
 class NESState(NamedTuple):
@@ -108,7 +109,8 @@ class NESState(NamedTuple):
     mean: pytree, the search distribution's mean :math:`\\mu`.
     sigma: SNES and PGPE: pytree like ``mean`` (per-coordinate :math:`\\sigma`); xNES: scalar :math:`\\sigma`.
     shape: xNES: ``[d, d]`` matrix :math:`B` with :math:`\\det B = 1`; otherwise ``[0]`` (unused).
-    opt_state: PGPE: the optax state of the mean's optimiser; otherwise ``()``.
+    opt_state: PGPE: the optax state of the mean's optimiser; SNES with adaptation sampling: a
+      :class:`SNESAdaptation`; otherwise ``()``.
     step: int32 scalar, generations done since the last (re)start.
     num_active: int32 scalar, members of the population in use (fewer than the allocated population
       before an IPOP restart doubles it).
@@ -212,9 +214,17 @@ def _lr(value, default):
   return default if value is None else value
 
 
+def _mirrored_normal(key, p: int, d: int, dtype) -> jax.Array:
+  """``[p, d]`` standard normal rows in mirrored pairs ``z_1, -z_1, z_2, -z_2, ...`` (an odd ``p`` ends with an
+  unpaired ``z``): ``ceil(p / 2)`` independent draws. Interleaved, so the first ``2m`` rows are ``m`` whole
+  pairs (an IPOP run's smaller active population stays mirrored)."""
+  z = jax.random.normal(key, ((p + 1) // 2, d), dtype)
+  return jnp.stack([z, -z], axis=1).reshape(-1, d)[:p]
+
+
 def _make(name: str, population_size: int | None, sample: Callable, update: Callable,
           init_extra: Callable, sigma_mean: Callable, f_takes_key: bool,
-          rebuild: Callable[[int], EvolutionStrategy]) -> EvolutionStrategy:
+          rebuild: Callable[[int], EvolutionStrategy], mirrored: bool = False) -> EvolutionStrategy:
   """Assembles ``init/ask/tell/step`` from a strategy's sampling and update rules (on flat vectors)."""
 
   def pop_size(params) -> int:
@@ -243,7 +253,10 @@ def _make(name: str, population_size: int | None, sample: Callable, update: Call
     key = validation.as_key(key)
     mean, unravel = ravel_pytree(state.mean)
     sigma = state.sigma if name == "xnes" else ravel_pytree(state.sigma)[0]
-    noise = jax.random.normal(key, (pop_size(state.mean), mean.shape[0]), mean.dtype)
+    if mirrored:
+      noise = _mirrored_normal(key, pop_size(state.mean), mean.shape[0], mean.dtype)
+    else:
+      noise = jax.random.normal(key, (pop_size(state.mean), mean.shape[0]), mean.dtype)
     population = sample(mean, sigma, state.shape, noise)
     return jax.vmap(unravel)(population), noise
 
@@ -282,17 +295,91 @@ def _check_pop(population_size, minimum=2):
     validation.check_positive_int(population_size, "population_size", minimum=minimum)
 
 
+class SNESAdaptation(NamedTuple):
+  """SNES's ``opt_state`` with adaptation sampling: the step-size learning rate now and the previous step size.
+
+  Attributes:
+    learning_rate_sigma: scalar, the current :math:`\\eta_\\sigma`.
+    previous_sigma: ``[d]`` flat step sizes of the previous generation (:math:`\\sigma_{t-1}`).
+  """
+
+  learning_rate_sigma: jax.Array
+  previous_sigma: jax.Array
+
+
+_ADAPT_RATE = 0.1          # c' of adaptation sampling (Wierstra et al. 2014, Section 3.3)
+_ADAPT_LOG_WEIGHT = 30.0   # importance log-weights are clipped to +-this (finite; a larger one decides anyway)
+
+
+def _adapted_learning_rate(eta, eta_init, sigma, previous_sigma, noise, fitness, active):
+  r"""One adaptation-sampling step of :math:`\eta_\sigma` (Wierstra et al. 2014, Algorithm 6); see :func:`snes`."""
+  d = sigma.shape[0]
+  dtype = sigma.dtype
+  half_step = 0.5 * (jnp.log(sigma) - jnp.log(previous_sigma))           # log(sigma' / sigma)
+  log_w = -jnp.sum(half_step) - 0.5 * (noise ** 2) @ jnp.expm1(-2.0 * half_step)
+  w = jnp.where(active, jnp.exp(jnp.clip(log_w, -_ADAPT_LOG_WEIGHT, _ADAPT_LOG_WEIGHT)), 0.0)
+  n = jnp.sum(active).astype(dtype)
+  # average 1-based ascending rank (1 = worst; NaN ranks last) of each active member
+  rank = (_shaping.centered_ranks(fitness, where=active).astype(dtype) + 0.5) * (n - 1.0) + 1.0
+  n_w = jnp.sum(w)
+  z = (jnp.sum(w * (rank - 0.5)) - 0.5 * n * n_w) / (jnp.sqrt(n * n_w / 12.0) * jnp.sqrt(n + n_w + 1.0))
+  p_value = 0.5 * jax.lax.erfc(z / math.sqrt(2.0))                        # P(Z >= z), Z standard normal
+  rho = 0.5 - 1.0 / (3.0 * (d + 1))
+  return jnp.where(p_value < rho, jnp.minimum((1.0 + _ADAPT_RATE) * eta, 1.0),
+                   (1.0 - _ADAPT_RATE) * eta + _ADAPT_RATE * eta_init).astype(dtype)
+
+
 def snes(*, population_size: int | None = None, learning_rate_mean: Any = None,
-         learning_rate_sigma: Any = None, f_takes_key: bool = False) -> EvolutionStrategy:
+         learning_rate_sigma: Any = None, mirrored: bool = False, adaptation_sampling: bool = False,
+         f_takes_key: bool = False) -> EvolutionStrategy:
   r"""Separable natural evolution strategy (diagonal Gaussian search distribution).
 
   Each generation draws :math:`\lambda` members :math:`x_k = \mu + \sigma \odot s_k` (:math:`\lambda`
   evaluations of ``f``) and applies the natural-gradient update in the module docstring. Maximises ``f``.
+  With both options off (the default) this is the SNES of Schaul et al. (2011) and Wierstra et al. (2014).
+
+  **Mirrored sampling** (``mirrored=True``; Brockhoff, Auger, Hansen, Arnold, Hohm 2010): the
+  :math:`\lambda` draws come in pairs :math:`s, -s` (:math:`\lceil\lambda/2\rceil` independent draws; members
+  :math:`2j, 2j+1` form a pair, an odd :math:`\lambda` ends with one unpaired draw). The update is unchanged:
+  it is the same score-function natural gradient, estimated on the mirrored sample set. For a linear
+  :math:`f(x) = c + g^\top x` and even :math:`\lambda`, every pair has exactly one member in the better half,
+  so the mean step is exactly the weighted recombination of the pairs' winners,
+
+  .. math::
+
+     \Delta\mu = \eta_\mu\, \sigma \odot \sum_{r=1}^{\lambda/2} w_r\, t_{(r)}, \qquad
+     w_r = \frac{\max(0, \log(\lambda/2+1) - \log r)}{\sum_{j}\max(0, \log(\lambda/2+1) - \log j)},
+
+  with :math:`t_j = \mathrm{sign}(g^\top(\sigma\odot s_j))\, s_j` ordered by decreasing
+  :math:`|g^\top(\sigma\odot s_j)|`: every step ascends (:math:`g^\top \Delta\mu > 0`), and :math:`c` drops out.
+
+  **Adaptation sampling** (``adaptation_sampling=True``; Wierstra et al. 2014, Section 3.3 and Algorithm 6)
+  adapts :math:`\eta_\sigma` online. With :math:`\sigma_{t-1}, \sigma_t` the last two step sizes, the
+  hypothetical :math:`\sigma' = \sigma_t (\sigma_t/\sigma_{t-1})^{1/2}` repeats the last update with
+  :math:`\tfrac32` of its learning rate. The current members get importance weights
+  :math:`w'_k = \mathcal{N}(x_k; \mu, \sigma'^2)/\mathcal{N}(x_k; \mu, \sigma_t^2)
+  = \prod_i \frac{\sigma_{t,i}}{\sigma'_i} \exp\big(-\tfrac12 s_{k,i}^2 (\sigma_{t,i}^2/\sigma'^2_i - 1)\big)`,
+  and a weighted Mann-Whitney test asks whether they favour the fitter members: with :math:`r_k` the
+  ascending rank (1 = worst, ties averaged), :math:`n = \lambda` and :math:`n' = \sum_k w'_k`,
+
+  .. math::
+
+     U = \sum_k w'_k (r_k - \tfrac12), \quad
+     z = \frac{U - n n'/2}{\sqrt{n n' (n + n' + 1)/12}}, \quad p = 1 - \Phi(z).
+
+  (Equal weights give :math:`z = 0`.) If :math:`p < \rho = \tfrac12 - \frac{1}{3(d+1)}` the larger rate looks
+  better and :math:`\eta_\sigma \leftarrow \min((1 + c')\eta_\sigma, 1)`; otherwise it relaxes towards its
+  initial value, :math:`\eta_\sigma \leftarrow (1 - c')\eta_\sigma + c'\eta_{\sigma,0}`, with :math:`c' = 1/10`.
+  The adapted rate is used for this generation's step-size update; it and :math:`\sigma_t` are kept in
+  ``state.opt_state`` (a :class:`SNESAdaptation`). The importance log-weights are clipped to :math:`\pm 30`.
 
   Args:
     population_size: :math:`\lambda` (static); default :math:`4 + \lfloor 3 \ln d \rfloor`.
     learning_rate_mean: :math:`\eta_\mu`, default 1; may be traced.
-    learning_rate_sigma: :math:`\eta_\sigma`, default :math:`(3 + \ln d)/(5\sqrt d)`; may be traced.
+    learning_rate_sigma: :math:`\eta_\sigma` (with adaptation sampling, its initial value
+      :math:`\eta_{\sigma,0}`), default :math:`(3 + \ln d)/(5\sqrt d)`; may be traced.
+    mirrored: draw the population in mirrored pairs (static bool).
+    adaptation_sampling: adapt :math:`\eta_\sigma` by adaptation sampling (static bool).
     f_takes_key: ``f(key, x)`` instead of ``f(x)`` (each member gets its own key).
 
   Returns:
@@ -307,28 +394,49 @@ def snes(*, population_size: int | None = None, learning_rate_mean: Any = None,
     >>> state, infos = pgjax.nes.run(es, jax.random.key(0), state, sphere, num_steps=300)
     >>> bool(infos.best_fitness[-1] > -1e-6), es.population_size(state.mean)
     (True, 10)
+
+  References:
+    D. Brockhoff, A. Auger, N. Hansen, D. V. Arnold, T. Hohm, "Mirrored sampling and sequential selection
+    for evolution strategies", PPSN XI, 2010.
+    D. Wierstra, T. Schaul, T. Glasmachers, Y. Sun, J. Peters, J. Schmidhuber, "Natural evolution
+    strategies", JMLR 15, 2014 (Section 3.3, adaptation sampling).
   """
   _check_pop(population_size)
+  for value, arg in ((mirrored, "mirrored"), (adaptation_sampling, "adaptation_sampling")):
+    if not isinstance(value, (bool, np.bool_)):
+      raise TypeError(f"`{arg}` must be a bool, got {type(value).__name__}.")
 
   def sample(mean, sigma, shape, noise):
     return mean[None, :] + sigma[None, :] * noise
 
+  def default_eta_sigma(d):
+    return _lr(learning_rate_sigma, (3 + math.log(d)) / (5 * math.sqrt(d)))
+
   def update(mean, sigma, shape, opt_state, noise, fitness, active):
     d = mean.shape[0]
     eta_mu = _lr(learning_rate_mean, 1.0)
-    eta_sigma = _lr(learning_rate_sigma, (3 + math.log(d)) / (5 * math.sqrt(d)))
+    eta_sigma = default_eta_sigma(d)
     u = _shaping.nes_utilities(fitness, where=active).astype(mean.dtype)
+    if adaptation_sampling:
+      eta_sigma = _adapted_learning_rate(opt_state.learning_rate_sigma, jnp.asarray(eta_sigma, mean.dtype),
+                                         sigma, opt_state.previous_sigma, noise, fitness, active)
+      opt_state = SNESAdaptation(learning_rate_sigma=eta_sigma, previous_sigma=sigma)
     g_mu = u @ noise
     g_sigma = u @ (noise ** 2 - 1.0)
     return mean + eta_mu * sigma * g_mu, sigma * jnp.exp(0.5 * eta_sigma * g_sigma), shape, opt_state
 
   def init_extra(flat, sig):
-    return sig, jnp.zeros((0,), flat.dtype), ()
+    opt_state = ()
+    if adaptation_sampling:
+      opt_state = SNESAdaptation(learning_rate_sigma=jnp.asarray(default_eta_sigma(flat.shape[0]), flat.dtype),
+                                 previous_sigma=sig)
+    return sig, jnp.zeros((0,), flat.dtype), opt_state
 
   rebuild = lambda p: snes(population_size=p, learning_rate_mean=learning_rate_mean,
-                           learning_rate_sigma=learning_rate_sigma, f_takes_key=f_takes_key)
+                           learning_rate_sigma=learning_rate_sigma, mirrored=mirrored,
+                           adaptation_sampling=adaptation_sampling, f_takes_key=f_takes_key)
   return _make("snes", population_size, sample, update, init_extra, lambda s, b: jnp.mean(s), f_takes_key,
-               rebuild)
+               rebuild, mirrored=mirrored)
 
 
 def xnes(*, population_size: int | None = None, learning_rate_mean: Any = None,
