@@ -23,6 +23,9 @@ weight), and natural evolution strategies precondition it with the exact Fisher 
      \mu \leftarrow \mu + \eta_\mu\, \sigma \odot \sum_k u_k s_k, \qquad
      \sigma \leftarrow \sigma \odot \exp\Big(\tfrac{\eta_\sigma}{2} \sum_k u_k (s_k^2 - 1)\Big).
 
+  Options of :func:`snes`: mirrored sampling (pairs :math:`s, -s`; Brockhoff et al. 2010) and adaptation
+  sampling of :math:`\eta_\sigma` (Wierstra et al. 2014, Section 3.3).
+
 * **xNES** (exponential NES; Glasmachers, Schaul, Sun, Wierstra, Schmidhuber 2010), full covariance
   :math:`\Sigma = \sigma^2 B B^\top` with :math:`\det B = 1`, :math:`x_k = \mu + \sigma B s_k`. In the local
   exponential coordinates the Fisher is the identity, and the natural gradient is
@@ -81,6 +84,8 @@ References:
   F. Sehnke, C. Osendorfer, T. Rückstieß, A. Graves, J. Peters, J. Schmidhuber, "Parameter-exploring policy
   gradients", Neural Networks 23(4), 2010.
   A. Auger, N. Hansen, "A restart CMA evolution strategy with increasing population size", CEC 2005.
+  D. Brockhoff, A. Auger, N. Hansen, D. V. Arnold, T. Hohm, "Mirrored sampling and sequential selection for
+  evolution strategies", PPSN XI, 2010.
 """
 
 from __future__ import annotations
