@@ -19,6 +19,17 @@ bootstrap 95% interval (seeds resampled jointly), the issue's claim (ratio <= 1)
 issue's 32) in one compiled ``jit(vmap)`` per library, calls interleaved, wall-clock median and minimum and
 process CPU time over the repeats.
 
+Variant. The same table for ``pgjax.nes.snes(mirrored=True, adaptation_sampling=True)`` against evosax's
+default SNES: mirrored pairs s, -s (Brockhoff et al. 2010) and the step-size learning rate adapted by
+adaptation sampling (Wierstra et al. 2014, Algorithm 6), same start, population, problem and generations.
+It was chosen among mirrored sampling alone, adaptation sampling alone and both on other keys (1000 + d is
+reported here; the choice was made on 5555 + d and 7777 + d, 64-256 seeds), with the papers' constants (no
+tuning). Its noise differs from evosax's (ceil(lambda/2) draws per generation), so its seeds are paired by
+key only: the bootstrap still resamples seeds jointly, but the pairs are close to independent. Its claims ask
+for a real improvement (the upper end of the 95% interval below 1), not a tie. Rastrigin d = 10 (1000
+generations, median best loss) is a side problem outside the issue's claims: measured for all three, judged
+for none.
+
     python -m experiments.benchmarks.nes_vs_evosax [--quick] [--out results]   # writes results/benchmarks/
 """
 
@@ -32,11 +43,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import pgjax
-from experiments._common import Claim, Measurement, between, le, parse_args, save_results
+from experiments._common import Claim, Measurement, between, le, lt, parse_args, save_results
 
 SEEDS = 1024           # paired runs for the generation counts and the Rosenbrock values
 TIMING_SEEDS = 32      # seeds of the timed call
 EQUIVALENCE = (0.97, 1.03)
+VARIANT = dict(mirrored=True, adaptation_sampling=True)   # pgjax.nes.snes options of the variant
+VARIANT_NAME = "pgjax mirrored+AS"
 
 
 def sphere(x):
@@ -47,8 +60,12 @@ def rosenbrock(x):
   return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
 
 
-def pgjax_runner(loss, dim, generations):
-  es = pgjax.nes.snes()
+def rastrigin(x):
+  return 10.0 * x.shape[0] + jnp.sum(x ** 2 - 10.0 * jnp.cos(2 * jnp.pi * x))
+
+
+def pgjax_runner(loss, dim, generations, **options):
+  es = pgjax.nes.snes(**options)
   state = es.init(jnp.full((dim,), 3.0), init_sigma=1.0)
 
   def one(key):
@@ -101,79 +118,113 @@ def paired_ratio_ci(a, b, seed=0, reps=4000):
   return [round(float(x), 4) for x in np.percentile(ratios, [2.5, 97.5])]
 
 
+def _sphere_rows(tag, g_a, g_b, a_name, claims, measurements, equivalence):
+  ratio = float(np.median(g_a) / np.median(g_b))
+  ci = paired_ratio_ci(g_a, g_b)
+  claims.append(Claim(f"{tag}: median generations to reach 1e-6, {a_name} / evosax", round(ratio, 4), le(1.0)))
+  if equivalence:
+    claims.append(Claim(f"{tag}: paired 95% bootstrap CI of that ratio inside {list(EQUIVALENCE)}", ci,
+                        between(*EQUIVALENCE)))
+  else:
+    claims.append(Claim(f"{tag}: upper end of the 95% bootstrap CI of that ratio (better, not a tie)", ci[1],
+                        lt(1.0)))
+  finite = np.isfinite(g_a) & np.isfinite(g_b)
+  diff = g_a[finite] - g_b[finite]
+  same = int(np.sum(g_a == g_b))
+  measurements.append(Measurement(
+      f"{tag}: median generations to 1e-6 ({a_name}, evosax); seeds with identical counts; "
+      "mean paired difference; 95% CI of the ratio", [float(np.median(g_a)), float(np.median(g_b)), same,
+                                                      round(float(diff.mean()), 3), ci],
+      f"reached 1e-6: {int(np.isfinite(g_a).sum())} and {int(np.isfinite(g_b).sum())} of {g_a.size} seeds"))
+  return dict(median_generations=float(np.median(g_a)), ratio=ratio, ratio_ci=ci, identical_counts=same,
+              reached=int(np.isfinite(g_a).sum()))
+
+
+def _best_rows(tag, b_a, b_b, a_name, gens, claims, measurements, equivalence, side=False):
+  ratio = float(np.median(b_a) / np.median(b_b))
+  ci = paired_ratio_ci(b_a, b_b)
+  if side:                                  # a problem outside the issue's claims: measured, not judged
+    claims = []
+  claims.append(Claim(f"{tag}: median best loss after {gens} generations, {a_name} / evosax", round(ratio, 3),
+                      le(1.0)))
+  if equivalence:
+    claims.append(Claim(f"{tag}: paired 95% bootstrap CI of that ratio inside {list(EQUIVALENCE)}", ci,
+                        between(*EQUIVALENCE)))
+  else:
+    claims.append(Claim(f"{tag}: upper end of the 95% bootstrap CI of that ratio (better, not a tie)", ci[1],
+                        lt(1.0)))
+  for c in claims if side else []:
+    measurements.append(Measurement(f"(side problem, no claim) {c.claim}", c.value))
+  lower = float(np.mean(b_a < b_b))
+  measurements.append(Measurement(
+      f"{tag}: median best loss after {gens} generations ({a_name}, evosax); 95% CI of the ratio; "
+      f"fraction of seeds where {a_name} is lower; quartiles ({a_name}, evosax)",
+      [float(np.median(b_a)), float(np.median(b_b)), ci, round(lower, 3),
+       [round(float(x), 4) for x in np.percentile(b_a, [25, 75])],
+       [round(float(x), 4) for x in np.percentile(b_b, [25, 75])]], ""))
+  return dict(median_best=float(np.median(b_a)), ratio=ratio, ratio_ci=ci, lower_fraction=lower)
+
+
 def main(argv=None):
   started = time.time()
   args = parse_args(__doc__.splitlines()[0], argv)
   args.out = os.path.join(args.out, "benchmarks")
-  cases = [("sphere", sphere, 10, 400), ("sphere", sphere, 100, 2000), ("rosenbrock", rosenbrock, 10, 3000)]
+  cases = [("sphere", sphere, 10, 400), ("sphere", sphere, 100, 2000), ("rosenbrock", rosenbrock, 10, 3000),
+           ("rastrigin", rastrigin, 10, 1000)]
   seeds, repeats = SEEDS, 9
   if args.quick:
-    cases, seeds, repeats = [("sphere", sphere, 10, 300), ("rosenbrock", rosenbrock, 10, 500)], 64, 3
+    cases, seeds, repeats = [("sphere", sphere, 10, 300), ("rosenbrock", rosenbrock, 10, 500),
+                             ("rastrigin", rastrigin, 10, 200)], 64, 3
   rows, claims, measurements = [], [], []
   for name, loss, dim, gens in cases:
     ours, pop = pgjax_runner(loss, dim, gens)
+    variant, pop3 = pgjax_runner(loss, dim, gens, **VARIANT)
     theirs, pop2 = evosax_runner(loss, dim, gens)
-    assert pop == pop2
-    keys = jax.random.split(jax.random.key(1000 + dim), seeds)          # the same keys for both libraries
-    c_ours, c_theirs = np.asarray(ours(keys)), np.asarray(theirs(keys))  # compiles too
+    assert pop == pop2 == pop3
+    keys = jax.random.split(jax.random.key(1000 + dim), seeds)          # the same keys for every run
+    curves = {k: np.asarray(fn(keys)) for k, fn in (("pgjax", ours), ("evosax", theirs), ("variant", variant))}
     tkeys = keys[:TIMING_SEEDS]
-    jax.block_until_ready(ours(tkeys)), jax.block_until_ready(theirs(tkeys))   # compile the timed shape
-    t_ours, t_theirs = [], []
-    for _ in range(repeats):                                      # interleaved
-      t_ours.append(timed(ours, tkeys))
-      t_theirs.append(timed(theirs, tkeys))
-    t_ours, t_theirs = np.array(t_ours), np.array(t_theirs)
-    wall_med = float(np.median(t_ours[:, 0]) / np.median(t_theirs[:, 0]))
-    wall_min = float(t_ours[:, 0].min() / t_theirs[:, 0].min())
-    cpu_med = float(np.median(t_ours[:, 1]) / np.median(t_theirs[:, 1]))
+    fns = {"pgjax": ours, "evosax": theirs, "variant": variant}
+    for fn in fns.values():
+      jax.block_until_ready(fn(tkeys))                                   # compile the timed shape
+    times = {k: [] for k in fns}
+    for _ in range(repeats):                                             # interleaved
+      for k, fn in fns.items():
+        times[k].append(timed(fn, tkeys))
+    times = {k: np.array(v) for k, v in times.items()}
     row = {"problem": name, "dim": dim, "population": pop, "generations": gens, "seeds": seeds,
-           "timing_seeds": TIMING_SEEDS, "time_ratio_wall_median": wall_med, "time_ratio_wall_min": wall_min,
-           "time_ratio_cpu_median": cpu_med,
-           "ms_per_generation_pgjax": 1e3 * float(np.median(t_ours[:, 0])) / gens,
-           "ms_per_generation_evosax": 1e3 * float(np.median(t_theirs[:, 0])) / gens,
-           "load_average": os.getloadavg()[0]}
-    tag = f"{name} d={dim}, population {pop}"
-    claims.append(Claim(f"{tag}, {TIMING_SEEDS} seeds: time per generation, pgjax / evosax (median wall)",
-                        round(wall_med, 3), le(1.0)))
-    measurements.append(Measurement(f"{tag}: time per generation pgjax / evosax (min wall, median CPU)",
-                                    [round(wall_min, 3), round(cpu_med, 3)],
-                                    f"{repeats} interleaved repeats, load {row['load_average']:.1f}"))
-    tag = f"{tag}, {seeds} paired seeds"
+           "timing_seeds": TIMING_SEEDS, "load_average": os.getloadavg()[0],
+           "ms_per_generation": {k: 1e3 * float(np.median(t[:, 0])) / gens for k, t in times.items()}}
+    for who, a_name in (("pgjax", "pgjax"), ("variant", VARIANT_NAME)):
+      t_a, t_b = times[who], times["evosax"]
+      wall_med = float(np.median(t_a[:, 0]) / np.median(t_b[:, 0]))
+      wall_min = float(t_a[:, 0].min() / t_b[:, 0].min())
+      cpu_med = float(np.median(t_a[:, 1]) / np.median(t_b[:, 1]))
+      tag = f"{name} d={dim}, population {pop}"
+      if name != "rastrigin":
+        claims.append(Claim(f"{tag}, {TIMING_SEEDS} seeds: time per generation, {a_name} / evosax (median wall)",
+                            round(wall_med, 3), le(1.0)))
+      measurements.append(Measurement(f"{tag}: time per generation {a_name} / evosax (min wall, median CPU)",
+                                      [round(wall_min, 3), round(cpu_med, 3)],
+                                      f"{repeats} interleaved repeats, load {row['load_average']:.1f}"))
+      tag = f"{tag}, {seeds} paired seeds"
+      equivalence = who == "pgjax"              # the defaults are the same algorithm: a tie within +-3%
+      if name == "sphere":
+        out = _sphere_rows(tag, generations_to(curves[who], 1e-6), generations_to(curves["evosax"], 1e-6),
+                           a_name, claims, measurements, equivalence)
+      else:
+        out = _best_rows(tag, curves[who][:, -1], curves["evosax"][:, -1], a_name, gens, claims, measurements,
+                         equivalence, side=name == "rastrigin")
+      row[who] = dict(out, time_ratio_wall_median=wall_med, time_ratio_wall_min=wall_min,
+                      time_ratio_cpu_median=cpu_med)
     if name == "sphere":
-      g_ours, g_theirs = generations_to(c_ours, 1e-6), generations_to(c_theirs, 1e-6)
-      ratio = float(np.median(g_ours) / np.median(g_theirs))
-      ci = paired_ratio_ci(g_ours, g_theirs)
-      same = int(np.sum(g_ours == g_theirs))
-      row.update(median_generations_pgjax=float(np.median(g_ours)),
-                 median_generations_evosax=float(np.median(g_theirs)), ratio_ci=ci, identical_counts=same,
-                 reached_pgjax=int(np.isfinite(g_ours).sum()), reached_evosax=int(np.isfinite(g_theirs).sum()))
-      claims.append(Claim(f"{tag}: median generations to reach 1e-6, pgjax / evosax", round(ratio, 4), le(1.0)))
-      claims.append(Claim(f"{tag}: paired 95% bootstrap CI of that ratio inside {list(EQUIVALENCE)}", ci,
-                          between(*EQUIVALENCE)))
-      finite = np.isfinite(g_ours) & np.isfinite(g_theirs)
-      diff = g_ours[finite] - g_theirs[finite]
-      measurements.append(Measurement(
-          f"{tag}: median generations to 1e-6 (pgjax, evosax); seeds with identical counts; "
-          "mean paired difference", [float(np.median(g_ours)), float(np.median(g_theirs)), same,
-                                     round(float(diff.mean()), 3)],
-          f"reached 1e-6: {row['reached_pgjax']} and {row['reached_evosax']} of {seeds} seeds"))
+      row["median_generations_evosax"] = float(np.median(generations_to(curves["evosax"], 1e-6)))
     else:
-      b_ours, b_theirs = c_ours[:, -1], c_theirs[:, -1]
-      ratio = float(np.median(b_ours) / np.median(b_theirs))
-      ci = paired_ratio_ci(b_ours, b_theirs)
-      row.update(median_best_pgjax=float(np.median(b_ours)), median_best_evosax=float(np.median(b_theirs)),
-                 ratio_ci=ci, pgjax_better_fraction=float(np.mean(b_ours < b_theirs)))
-      claims.append(Claim(f"{tag}: median best loss after {gens} generations, pgjax / evosax", round(ratio, 3),
-                          le(1.0)))
-      claims.append(Claim(f"{tag}: paired 95% bootstrap CI of that ratio inside {list(EQUIVALENCE)}", ci,
-                          between(*EQUIVALENCE)))
-      measurements.append(Measurement(
-          f"{tag}: median best loss after {gens} generations (pgjax, evosax); paired 95% CI of the ratio",
-          [float(np.median(b_ours)), float(np.median(b_theirs))], f"CI {ci}"))
+      row["median_best_evosax"] = float(np.median(curves["evosax"][:, -1]))
     rows.append(row)
     print(row, flush=True)
   save_results("nes_vs_evosax", args, claims=claims, measurements=measurements,
-               data={"rows": rows, "repeats": repeats}, started=started)
+               data={"rows": rows, "repeats": repeats, "variant": VARIANT}, started=started)
 
 
 if __name__ == "__main__":
