@@ -15,9 +15,9 @@ eventually flips a rank and lets the trajectories drift apart. Per problem: SEED
 pgjax/evosax of the median generation count (sphere) or of the median best loss (Rosenbrock) with a paired
 bootstrap 95% interval (seeds resampled jointly), the issue's claim (ratio <= 1) and an equivalence claim
 (the interval within [0.97, 1.03]). On Rosenbrock the paired runs drift apart after a few hundred generations
-(a median of about 470 in a 32-seed probe), so its 3000-generation values are close to independent draws. Time per generation: TIMING_SEEDS seeds (the
-issue's 32) in one compiled ``jit(vmap)`` per library, calls interleaved, wall-clock median and minimum and
-process CPU time over the repeats.
+(a median of about 470 in a 32-seed probe), so its 3000-generation values are close to independent draws.
+Time per generation: TIMING_SEEDS seeds (the issue's 32) in one compiled ``jit(vmap)`` per library, calls
+interleaved, wall-clock median and minimum and process CPU time over the repeats.
 
 Variant. The same table for ``pgjax.nes.snes(mirrored=True, adaptation_sampling=True)`` against evosax's
 default SNES: mirrored pairs s, -s (Brockhoff et al. 2010) and the step-size learning rate adapted by
