@@ -377,6 +377,8 @@ def snes(*, population_size: int | None = None, learning_rate_mean: Any = None,
   initial value, :math:`\eta_\sigma \leftarrow (1 - c')\eta_\sigma + c'\eta_{\sigma,0}`, with :math:`c' = 1/10`.
   The adapted rate is used for this generation's step-size update; it and :math:`\sigma_t` are kept in
   ``state.opt_state`` (a :class:`SNESAdaptation`). The importance log-weights are clipped to :math:`\pm 30`.
+  The rate rises only on evidence (:math:`p < \rho`); with no evidence either way (:math:`z = 0`) it relaxes.
+  (Some public xNES codes raise it unless :math:`\Phi(z) < \rho`, i.e. also without evidence.)
 
   Args:
     population_size: :math:`\lambda` (static); default :math:`4 + \lfloor 3 \ln d \rfloor`.
