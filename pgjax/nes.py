@@ -15,12 +15,14 @@ from pgjax._src.nes import NESState
 from pgjax._src.nes import pgpe
 from pgjax._src.nes import run
 from pgjax._src.nes import snes
+from pgjax._src.nes import SNESAdaptation
 from pgjax._src.nes import xnes
 
 __all__ = (
     "EvolutionStrategy",
     "NESInfo",
     "NESState",
+    "SNESAdaptation",
     "default_population_size",
     "pgpe",
     "run",
