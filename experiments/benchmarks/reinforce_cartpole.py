@@ -20,6 +20,13 @@ difference at all, so a pgjax ratio inside that band is noise, one outside it a 
 reported from the medians of wall-clock time and of process CPU time (all threads; less sensitive to other
 processes on a loaded machine), and as the median of per-repeat paired ratios.
 
+**Random-number work.** Both programs spend a large share of their time in threefry (JAX's default PRNG;
+on CPU each call is a small rolled loop of its own). The benchmark counts, from the jaxprs, the threefry
+2x32 blocks evaluated per environment step inside the rollout loop and per seed outside it
+(``random_split`` / ``random_fold_in``: one block per new key; ``random_bits``: one per 64 bits). A split
+inside the loop runs once per step on a handful of keys, where its fixed cost dominates; the same keys
+split before the loop are one large vectorised call.
+
 Run: ``python -m experiments.benchmarks.reinforce_cartpole [--quick] [--seeds S] [--chunk-size C]``;
 writes ``results/benchmarks/reinforce_cartpole.json``.
 """
@@ -39,9 +46,11 @@ import distrax
 import flax.linen as nn
 import gymnax
 import jax
+import jax.extend.core  # noqa: F401  (jaxprs_in_params)
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax._src.interpreters import partial_eval as pe  # dce_jaxpr: no public equivalent
 
 from experiments._common import Claim, Measurement, ge, le, parse_args, save_results
 from pgjax import algos
@@ -114,6 +123,41 @@ def make_train_reference(config):
 
 # ---------------------------------------------------------------------------------------------------
 
+_RNG_PRIMITIVES = ("random_bits", "random_split", "random_fold_in")
+
+
+def rng_blocks(train, num_steps, num_envs):
+  """Threefry 2x32 blocks of one seed's ``train``: (per environment step inside the rollout loop, outside).
+
+  The rollout loop is any ``scan`` of length ``num_steps`` (the reward-to-go scan has no random numbers);
+  blocks outside it are multiplied by the lengths of the scans around them (the iterations).
+  """
+  inner = outer = 0.0
+
+  def walk(jaxpr, in_loop, mult):
+    nonlocal inner, outer
+    for eqn in jaxpr.eqns:
+      name = eqn.primitive.name
+      if name in _RNG_PRIMITIVES:
+        aval = eqn.outvars[0].aval
+        n = float(np.prod(aval.shape))
+        if name == "random_bits":
+          n *= np.dtype(aval.dtype).itemsize / 8  # two 32-bit words per block
+        if in_loop:
+          inner += n
+        else:
+          outer += n * mult
+      loop = name == "scan" and eqn.params["length"] == num_steps
+      inner_mult = mult * (eqn.params["length"] if name == "scan" and not loop else 1)
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        walk(sub, in_loop or loop, inner_mult)
+
+  jaxpr = jax.make_jaxpr(train)(jax.random.key(0)).jaxpr
+  jaxpr, _ = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))  # what XLA also removes: unused values
+  walk(jaxpr, False, 1.0)
+  return inner / num_envs, outer
+
+
 def build(train, keys, chunk_size):
   if chunk_size:
     fn = jax.jit(lambda k: jax.lax.map(train, k, batch_size=chunk_size))
@@ -179,6 +223,10 @@ def main(argv=None):
     metrics = out[1]
     return np.asarray(getattr(metrics, "episode_return", metrics))
 
+  rng = {name: rng_blocks(variants[name], num_steps, num_envs) for name in ("reference", "pgjax")}
+  for name, (per_step, outside) in rng.items():
+    print(f"{name:14s} threefry blocks: {per_step:.1f} per environment step inside the rollout loop, "
+          f"{outside:.0f} per seed outside it", flush=True)
   curves = {name: returns_of(jax.block_until_ready(compiled[name](keys))) for name in variants}
   wall, cpu = time_interleaved(compiled, keys, repeats)
   steps = seeds * num_updates * num_envs * num_steps
@@ -204,6 +252,9 @@ def main(argv=None):
                   for name, r in ratios.items()
                   for kind, note in (("cpu_median", "process CPU-time medians"),
                                      ("paired_wall", "median of per-repeat paired wall-clock ratios"))]
+  for name, (per_step, outside) in rng.items():
+    measurements.append(Measurement(f"{name}: threefry blocks per environment step inside the rollout loop",
+                                    per_step, f"{outside:.0f} per seed outside the loop (from the jaxpr)"))
   measurements.append(Measurement(f"noise floor: reference copy / reference env-steps/s ({setting}, "
                                   "wall-clock medians)", round(ratios["reference_copy"]["wall_median"], 3),
                                   "two separately compiled copies of the same program"))
@@ -212,7 +263,7 @@ def main(argv=None):
                data={"xla_flags": os.environ.get("XLA_FLAGS", ""), "seeds": seeds, "chunk_size": chunk,
                      "num_envs": num_envs, "num_steps": num_steps, "num_updates": num_updates,
                      "env_steps_per_call": steps, "median_seconds": med, "raw_seconds": wall,
-                     "raw_cpu_seconds": cpu, "env_steps_per_second": sps, "ratios": ratios,
+                     "raw_cpu_seconds": cpu, "env_steps_per_second": sps, "ratios": ratios, "threefry_blocks": rng,
                      "load_average": os.getloadavg(), "temp_bytes": temp,
                      "mean_return_per_iteration": {k: v.mean(0) for k, v in curves.items()}},
                started=started)
