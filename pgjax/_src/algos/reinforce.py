@@ -68,13 +68,18 @@ class ReinforceConfig:
       ``"mean"``, ``"leave_one_out"``, ``"group_normalize"``, a number, a callable ``[B] -> [B]``), taken per
       time step across the ``num_envs`` trajectories (:func:`pgjax.losses.subtract_baseline`). Static.
     normalize_advantages: divide the weights by their batch standard deviation (a common, biased
-      rescaling that makes the learning rate scale-free). Static.
+      rescaling that makes the learning rate scale-free); with ``critic=True`` the batch mean is subtracted
+      first (a constant baseline, so no bias is added: it removes the critic's common offset, which is its
+      largest error while it is still far from the returns). Static.
     entropy_coef: coefficient of the entropy bonus. Traced.
     max_grad_norm: global-norm gradient clipping (``inf`` disables it). Traced.
     optimizer: ``"adam"``, ``"sgd"`` (plain gradient ascent: vanilla policy gradient), both with
       ``learning_rate``, or any ``optax.GradientTransformation``. Static.
     critic: learn a value function and use GAE advantages instead of ``reward_to_go``,
-      ``time_discount`` and ``baseline`` (which are then ignored). Static.
+      ``time_discount`` and ``baseline`` (which are then ignored). Use ``discount < 1`` with it when
+      ``bootstrap_truncation`` is on: with :math:`\\gamma = 1` the value of a policy that never terminates
+      is unbounded, and each fit moves the critic's targets by about :math:`-1/(1-\\lambda)` again (the
+      value loss does not decrease). Static.
     critic_hidden_sizes: hidden layers of the critic MLP. Static.
     critic_learning_rate: Adam step size of the critic. Traced.
     critic_steps: full-batch critic steps per iteration. Static.
@@ -175,6 +180,8 @@ def make_reinforce_train(config: ReinforceConfig):
     else:
       w = adv
     if config.normalize_advantages:
+      if adv is not None:   # a learned critic's common offset is a baseline: remove it before scaling
+        w = w - jnp.mean(w)
       w = w / (jnp.std(w) + 1e-8)
     loss = tl.policy_gradient_loss(lp, w) / num_steps  # per-step scale: lr independent of T
     if not use_entropy:
