@@ -69,8 +69,8 @@ class ReinforceConfig:
       time step across the ``num_envs`` trajectories (:func:`pgjax.losses.subtract_baseline`). Static.
     normalize_advantages: divide the weights by their batch standard deviation (a common, biased
       rescaling that makes the learning rate scale-free); with ``critic=True`` the batch mean is subtracted
-      first (a constant baseline, so no bias is added: it removes the critic's common offset, which is its
-      largest error while it is still far from the returns). Static.
+      first (a batch-mean baseline, biased only through each sample's 1/N share of the mean: it removes the
+      critic's common offset, its largest error while it is still far from the returns). Static.
     entropy_coef: coefficient of the entropy bonus. Traced.
     max_grad_norm: global-norm gradient clipping (``inf`` disables it). Traced.
     optimizer: ``"adam"``, ``"sgd"`` (plain gradient ascent: vanilla policy gradient), both with
