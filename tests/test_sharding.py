@@ -20,7 +20,8 @@ from pgjax._src.sweep import seed_layout
 
 # Runs in a subprocess: the device count is fixed when JAX starts.
 _SCRIPT = textwrap.dedent("""
-    import json, sys
+    import gc, json, sys
+    gc.set_threshold(100_000, 50, 100)  # as conftest.py: the cyclic collector is costly while tracing
     import jax, jax.numpy as jnp, numpy as np
     from jax.flatten_util import ravel_pytree
     import pgjax
