@@ -25,7 +25,8 @@ on CPU each call is a small rolled loop of its own). The benchmark counts, from 
 2x32 blocks evaluated per environment step inside the rollout loop and per seed outside it
 (``random_split`` / ``random_fold_in``: one block per new key; ``random_bits``: one per 64 bits). A split
 inside the loop runs once per step on a handful of keys, where its fixed cost dominates; the same keys
-split before the loop are one large vectorised call.
+split before the loop are one large vectorised call (cheaper in all, though at many seeds it is bound by
+memory traffic: its cost per block grows with the number of keys).
 
 Run: ``python -m experiments.benchmarks.reinforce_cartpole [--quick] [--seeds S] [--chunk-size C]``;
 writes ``results/benchmarks/reinforce_cartpole.json``.
