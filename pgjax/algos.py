@@ -32,12 +32,13 @@ at -500).
    * - trainer
      - CartPole-v1
      - Acrobot-v1
-   * - REINFORCE: ``ReinforceConfig(num_envs=8, num_steps=500, learning_rate=0.01)``
+   * - REINFORCE: ``ReinforceConfig(num_envs=8, num_steps=500, learning_rate=0.01)``; ``entropy_coef=0.1``
+       on Acrobot-v1
      - 40 iterations (1.6e5 steps): 500 [500, 500], 81% of 64 seeds solved
-     - 25 iterations (1e5 steps): -93 [-152, -85], 62% of 64 seeds solved, 20% at -500
-   * - REINFORCE+critic: the same with ``critic=True``; ``discount=0.99`` on Acrobot-v1
+     - 25 iterations (1e5 steps): -102 [-341, -86], 50% of 64 seeds solved, 22% at -500
+   * - REINFORCE+critic: the same with ``critic=True``; ``discount=0.99, entropy_coef=0.1`` on Acrobot-v1
      - 40 iterations (1.6e5 steps): 500 [447, 500], 75% of 16 seeds solved
-     - 25 iterations (1e5 steps): -84 [-94, -80], 78% of 64 seeds solved, 19% at -500
+     - 25 iterations (1e5 steps): -83 [-90, -81], 94% of 64 seeds solved, 0% at -500
    * - A2C: ``A2CConfig()`` (16 environments x 8 steps per update)
      - 1500 updates (1.9e5 steps): 499 [436, 500], 69% of 16 seeds solved
      - 1000 updates (1.3e5 steps): -90 [-241, -83], 56% of 16 seeds solved, 12% at -500
