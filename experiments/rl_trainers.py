@@ -14,10 +14,11 @@ goal: -500 is the truncation floor, -100 the usual "solved" threshold); the sett
   from any advantage estimator, so the floor fraction measures exploration: without an entropy bonus, Adam
   turns the normalised noise advantages of such a seed into full-size steps and its policy collapses to a
   near-deterministic one that never reaches the goal (a fifth to a quarter of 64 seeds, with or without
-  the critic). On Acrobot-v1 both REINFORCE settings therefore add the entropy bonus ``entropy_coef=0.1``
-  (the floor fractions are compared at one setting): it keeps the policy exploring until the first episodes
-  reach the goal, after which the critic's advantages carry the signal (without a critic, seeds still stay
-  at the floor at the same setting);
+  the critic). On Acrobot-v1 REINFORCE with a critic therefore adds the entropy bonus ``entropy_coef=0.1``:
+  it keeps the policy exploring until the first episodes reach the goal, after which the critic's
+  advantages carry the signal. The bonus alone does not do it: REINFORCE without a critic at the same
+  setting left 14 of the same 64 seeds at the floor (median -102), against 16 of 64 (median -90) at its
+  default ``entropy_coef=0``, which the run below uses;
 * A2C and PPO (Schulman et al., 2017; PureJaxRL's CartPole settings) with their actor-critic networks;
 * NPG (Kakade, 2001) with the normalised step (the quadratic-model KL of every step equals ``max_kl``) and
   TRPO (Schulman et al., 2015: KL radius and backtracking line search), with Monte-Carlo advantages on
@@ -102,12 +103,12 @@ def trainer_configs(env: str, quick: bool) -> dict:
   cartpole = env == "CartPole-v1"
   pg = dict(env=env, num_envs=8, num_steps=500, num_iterations=40 if cartpole else 25)
   critic = dict(critic=True, critic_learning_rate=1e-2, critic_steps=20, gae_lambda=0.95)
-  explore = {} if cartpole else dict(entropy_coef=0.1)  # REINFORCE on Acrobot-v1, with and without critic
+  explore = {} if cartpole else dict(entropy_coef=0.1)  # REINFORCE+critic on Acrobot-v1
   nat = {**pg, "num_iterations": 30 if cartpole else 25}
   nat_adv = {} if cartpole else critic
   es = dict(env=env, num_iterations=40 if cartpole else 20, num_steps=500)
   out = {
-      "REINFORCE": (algos.ReinforceConfig(learning_rate=0.01, **pg, **explore), 8 * 500),
+      "REINFORCE": (algos.ReinforceConfig(learning_rate=0.01, **pg), 8 * 500),
       "REINFORCE+critic": (algos.ReinforceConfig(learning_rate=0.01, **pg, **critic, **explore,
                                                  **({} if cartpole else dict(discount=0.99))), 8 * 500),
       "A2C": (algos.A2CConfig(env=env, num_updates=1500 if cartpole else 1000), 16 * 8),
