@@ -147,10 +147,10 @@ def test_grads_keep_tree_structure_and_dtypes(key):
 
   f = lambda x: jnp.sum(x ** 2)
   for baseline in ["none", "leave_one_out", "optimal", "optimal_per_coordinate"]:
-    g, aux = pgjax.score_function(f, dist_fn, num_samples=4, baseline=baseline)(key, params)
+    g, aux = jax.jit(pgjax.score_function(f, dist_fn, num_samples=4, baseline=baseline))(key, params)
     chex.assert_trees_all_equal_shapes_and_dtypes(g, params)
     assert aux.values.shape == (4,) and aux.log_probs.shape == (4,)
-  g, _ = pgjax.pathwise(f, dist_fn, num_samples=4)(key, params)
+  g, _ = jax.jit(pgjax.pathwise(f, dist_fn, num_samples=4))(key, params)
   chex.assert_trees_all_equal_shapes_and_dtypes(g, params)
 
 
@@ -188,7 +188,7 @@ def test_accepts_raw_uint32_keys():
 def test_extreme_logits_give_finite_gradients(baseline, key):
   logits = jnp.array([1e4, -1e4, 0.0, 3.0])
   prob = P.categorical_bandit((1.0, 0.0, 0.5, 0.2), logits=logits)
-  g, aux = pgjax.score_function(prob.f, prob.dist_fn, num_samples=16, baseline=baseline)(key, logits)
+  g, aux = jax.jit(pgjax.score_function(prob.f, prob.dist_fn, num_samples=16, baseline=baseline))(key, logits)
   pgjax.testing.assert_tree_all_finite(g, "grads")
   pgjax.testing.assert_tree_all_finite(aux.baselines, "baselines")
   # Every sample is the dominant arm (probability 1 - e^-9997): the sampled gradient is ~0, like the true one.
@@ -301,7 +301,7 @@ def test_nan_rewards_raise_when_checking_is_requested(key):
   with pytest.raises(Exception, match="`f` returned non-finite values"):
     jax.block_until_ready(jax.jit(est)(key, prob.params))
   # Without checking, the NaN propagates (documented), it is not silently dropped.
-  g, _ = pgjax.score_function(nan_f, prob.dist_fn, num_samples=32)(key, prob.params)
+  g, _ = jax.jit(pgjax.score_function(nan_f, prob.dist_fn, num_samples=32))(key, prob.params)
   assert np.any(np.isnan(g))
 
 
@@ -312,8 +312,8 @@ def test_batched_normal_equals_multivariate_normal_diag(key):
   batched = lambda p: distrax.Normal(p["loc"], jnp.exp(p["log_scale"]))
   joint = lambda p: distrax.MultivariateNormalDiag(p["loc"], jnp.exp(p["log_scale"]))
   for baseline in ["leave_one_out", "optimal_per_coordinate"]:
-    g1, a1 = pgjax.score_function(f, batched, num_samples=8, baseline=baseline)(key, params)
-    g2, a2 = pgjax.score_function(f, joint, num_samples=8, baseline=baseline)(key, params)
+    g1, a1 = jax.jit(pgjax.score_function(f, batched, num_samples=8, baseline=baseline))(key, params)
+    g2, a2 = jax.jit(pgjax.score_function(f, joint, num_samples=8, baseline=baseline))(key, params)
     np.testing.assert_allclose(a1.log_probs, a2.log_probs, rtol=1e-5)
     chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-6)
 
@@ -341,7 +341,8 @@ def test_in_batch_optimal_matches_numpy_and_is_biased_at_small_n(key):
 
 def test_numpy_scalar_constant_baseline_is_accepted(key):
   prob = PROBLEMS["categorical_bandit"]()
-  g1, aux = pgjax.score_function(prob.f, prob.dist_fn, num_samples=4, baseline=np.float32(0.5))(key, prob.params)
+  est = pgjax.score_function(prob.f, prob.dist_fn, num_samples=4, baseline=np.float32(0.5))
+  g1, aux = jax.jit(est)(key, prob.params)
   np.testing.assert_allclose(aux.baselines, 0.5)
 
 
@@ -392,7 +393,7 @@ def test_estimate_is_differentiable_in_a_hyperparameter_f_closes_over(key):
 
   def total(scale):
     f = lambda a: scale * _bandit_f(a) ** 2
-    g, _ = pgjax.score_function(f, _bandit_dist, num_samples=16, baseline="leave_one_out")(key, logits)
+    g, _ = jax.jit(pgjax.score_function(f, _bandit_dist, num_samples=16, baseline="leave_one_out"))(key, logits)
     return jnp.sum(g ** 2)
 
   # The estimate is linear in `scale`, so ||g||^2 = scale^2 * ||g(1)||^2 and the derivative is 2 scale ||g(1)||^2.
@@ -423,7 +424,7 @@ def test_nan_value_propagates_into_the_estimate(baseline, key):
   """NaN policy: one NaN f(x_i) makes the estimate NaN with every baseline (never a finite number)."""
   logits = jnp.array([2.0, 0.0, 0.0, 0.0])
   nan_f = lambda a: jnp.where(a == 0, jnp.nan, _bandit_f(a))
-  g, aux = pgjax.score_function(nan_f, _bandit_dist, num_samples=8, baseline=baseline)(key, logits)
+  g, aux = jax.jit(pgjax.score_function(nan_f, _bandit_dist, num_samples=8, baseline=baseline))(key, logits)
   assert np.isnan(np.asarray(aux.values)).any() and not np.isnan(np.asarray(aux.values)).all()
   assert np.isnan(np.asarray(g)).any()
 
@@ -450,7 +451,7 @@ def test_integer_params_raise_naming_params(key):
 def test_pathwise_nan_in_f_propagates(key):
   prob = P.gaussian_quadratic(2)
   f = lambda x: jnp.where(x[0] > 0, jnp.nan, prob.f(x))   # the NaN branch has a zero derivative
-  g, aux = pgjax.pathwise(f, prob.dist_fn, num_samples=8)(key, prob.params)
+  g, aux = jax.jit(pgjax.pathwise(f, prob.dist_fn, num_samples=8))(key, prob.params)
   assert np.isnan(np.asarray(aux.values)).any()
   assert all(np.isnan(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(g))
 
