@@ -32,39 +32,3 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 @pytest.fixture
 def key():
   return jax.random.key(20261122)
-
-
-def _selects_sharding_tests(config) -> bool:
-  target = os.path.join(str(config.rootpath), "tests", "test_sharding.py")
-  args = [a.split("::")[0] for a in config.args] or [str(config.rootpath)]
-  return any(os.path.commonpath([os.path.abspath(a), target]) == os.path.abspath(a) for a in args)
-
-
-def pytest_configure(config):
-  """Under pytest-xdist, start the eight-device sharding script (``tests/eight_device_script.py``; about 20 s
-  of XLA compilation in its own process) as the session starts, so that it runs beside the workers' tests
-  instead of holding one worker while it runs. The workers inherit where its result will be."""
-  numprocesses = getattr(config.option, "numprocesses", None)
-  if os.environ.get("PYTEST_XDIST_WORKER") or not numprocesses or not _selects_sharding_tests(config):
-    return
-  import tempfile
-  import eight_device_script
-  directory = tempfile.mkdtemp(prefix="pgjax-eight-devices-")
-  config._pgjax_eight_devices = eight_device_script.start(directory)
-  os.environ[eight_device_script.ENV] = directory
-
-
-def eight_device_script_env() -> str:
-  import eight_device_script
-  return eight_device_script.ENV
-
-
-def pytest_unconfigure(config):
-  proc = getattr(config, "_pgjax_eight_devices", None)
-  if proc is not None:
-    import shutil
-    import signal
-    if proc.poll() is None:  # a session that ended before its sharding tests (-x, interrupted)
-      os.killpg(proc.pid, signal.SIGKILL)
-      proc.wait()
-    shutil.rmtree(os.environ.pop(eight_device_script_env(), ""), ignore_errors=True)
