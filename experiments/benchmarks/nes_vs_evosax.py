@@ -118,16 +118,19 @@ def paired_ratio_ci(a, b, seed=0, reps=4000):
   return [round(float(x), 4) for x in np.percentile(ratios, [2.5, 97.5])]
 
 
+def _ci_claim(tag, ci, equivalence):
+  """The claim on a ratio's paired CI: inside the equivalence band (a tie) or its upper end below 1 (better)."""
+  if equivalence:
+    return Claim(f"{tag}: paired 95% bootstrap CI of that ratio inside {list(EQUIVALENCE)}", ci,
+                 between(*EQUIVALENCE))
+  return Claim(f"{tag}: upper end of the 95% bootstrap CI of that ratio (better, not a tie)", ci[1], lt(1.0))
+
+
 def _sphere_rows(tag, g_a, g_b, a_name, claims, measurements, equivalence):
   ratio = float(np.median(g_a) / np.median(g_b))
   ci = paired_ratio_ci(g_a, g_b)
   claims.append(Claim(f"{tag}: median generations to reach 1e-6, {a_name} / evosax", round(ratio, 4), le(1.0)))
-  if equivalence:
-    claims.append(Claim(f"{tag}: paired 95% bootstrap CI of that ratio inside {list(EQUIVALENCE)}", ci,
-                        between(*EQUIVALENCE)))
-  else:
-    claims.append(Claim(f"{tag}: upper end of the 95% bootstrap CI of that ratio (better, not a tie)", ci[1],
-                        lt(1.0)))
+  claims.append(_ci_claim(tag, ci, equivalence))
   finite = np.isfinite(g_a) & np.isfinite(g_b)
   diff = g_a[finite] - g_b[finite]
   same = int(np.sum(g_a == g_b))
@@ -153,12 +156,7 @@ def _best_rows(tag, b_a, b_b, a_name, gens, claims, measurements, equivalence, s
     claims = []
   claims.append(Claim(f"{tag}: median best loss after {gens} generations, {a_name} / evosax", round(ratio, 3),
                       le(1.0)))
-  if equivalence:
-    claims.append(Claim(f"{tag}: paired 95% bootstrap CI of that ratio inside {list(EQUIVALENCE)}", ci,
-                        between(*EQUIVALENCE)))
-  else:
-    claims.append(Claim(f"{tag}: upper end of the 95% bootstrap CI of that ratio (better, not a tie)", ci[1],
-                        lt(1.0)))
+  claims.append(_ci_claim(tag, ci, equivalence))
   for c in claims if side else []:
     measurements.append(Measurement(f"(side problem, no claim) {c.claim}", c.value))
   lower = float(np.mean(b_a < b_b))
