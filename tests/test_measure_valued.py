@@ -74,12 +74,12 @@ def _categorical_toy():
 
 def _toys():
   q = pgjax.problems.gaussian_quadratic(3, mean=jnp.array([0.3, -0.2, 0.5]), log_std=jnp.array([0.1, -0.3, 0.2]))
-  toys = {"gaussian_quadratic": (q.f, q.dist_fn, q.params, q.true_grad(q.params), 4)}
+  toys = {"gaussian_quadratic": (q.f, q.dist_fn, q.params, jax.jit(q.true_grad)(q.params), 4)}
   f, dist_fn, params = _bernoulli_toy()
-  exact = pgjax.exact_gradient(f, lambda p: distrax.Independent(dist_fn(p), 1))(None, params)[0]
+  exact = jax.jit(pgjax.exact_gradient(f, lambda p: distrax.Independent(dist_fn(p), 1)))(None, params)[0]
   toys["bernoulli"] = (f, dist_fn, params, exact, 2)
   f, dist_fn, params = _categorical_toy()
-  exact = pgjax.exact_gradient(f, lambda p: distrax.Independent(dist_fn(p), 1))(None, params)[0]
+  exact = jax.jit(pgjax.exact_gradient(f, lambda p: distrax.Independent(dist_fn(p), 1)))(None, params)[0]
   toys["categorical"] = (f, dist_fn, params, exact, 2)
   return toys
 

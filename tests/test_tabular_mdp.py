@@ -21,10 +21,17 @@ from pgjax import losses
 
 S, A, H, GAMMA, REPLICATES = 3, 2, 6, 0.8, 10000
 ENV = envs.TabularMDP(S, A)
-MDP = envs.random_tabular_mdp(jax.random.key(1), S, A, max_steps_in_episode=H)
-THETA = 0.5 * jax.random.normal(jax.random.key(2), (S, A))
-CLOSE = THETA + 0.3 * jax.random.normal(jax.random.key(5), (S, A))  # behaviour policies
-FAR = THETA + 1.5 * jax.random.normal(jax.random.key(6), (S, A))
+
+
+@jax.jit
+def _problem():  # one compiled program at import (both test workers import the module), not ~30 eager ones
+  theta = 0.5 * jax.random.normal(jax.random.key(2), (S, A))
+  return (envs.random_tabular_mdp(jax.random.key(1), S, A, max_steps_in_episode=H), theta,
+          theta + 0.3 * jax.random.normal(jax.random.key(5), (S, A)),  # behaviour policies
+          theta + 1.5 * jax.random.normal(jax.random.key(6), (S, A)))
+
+
+MDP, THETA, CLOSE, FAR = _problem()
 
 
 def exact_return(theta):
@@ -36,7 +43,7 @@ def exact_return(theta):
                                         (eye - jnp.linalg.matrix_power(GAMMA * p_pi, H)) @ r_pi)
 
 
-TRUE_GRAD = jax.grad(exact_return)(THETA)
+TRUE_GRAD = jax.jit(jax.grad(exact_return))(THETA)
 
 
 def policy(theta, s):
