@@ -140,7 +140,8 @@ class Trainer:
 
   def __call__(self, key: jax.Array):
     """Runs all ``num_iterations`` iterations: ``(params, metrics)``."""
-    state, metrics = self.run(self.init(key))
+    carry, loop_key, update = self._setup(key)
+    state, metrics = self._run(TrainState(carry, loop_key, 0), self.num_iterations, update)
     return self.params(state), metrics
 
   def init(self, key: jax.Array) -> TrainState:
@@ -183,8 +184,24 @@ class Trainer:
         1 <= num_iterations <= remaining):
       raise ValueError(f"`num_iterations` must be an integer in [1, {remaining}] (the state is at iteration "
                        f"{start} of {self.num_iterations}), got {num_iterations!r}.")
-    stop = start + int(num_iterations)
-    _, _, update = self._setup(state.key)
+    return self._run(state, start + int(num_iterations), self._update(state.key))
+
+  def _update(self, key):
+    """``setup``'s ``update`` without computing (or staging) the initial carry: ``setup`` is only traced
+    abstractly. ``update`` closes over no value derived from ``key`` (the contract above); one that did
+    would raise JAX's leaked-tracer error here instead of silently using the initial values."""
+    found = []
+
+    def initial_carry(k):
+      carry, _, update = self._setup(k)
+      found.append(update)
+      return carry
+
+    jax.eval_shape(initial_carry, key)
+    return found[0]
+
+  def _run(self, state: TrainState, stop: int, update: Callable):
+    start = int(state.step)
     keys, eval_keys = self._keys(state.key)
     ev, last = self.eval_every, self.num_iterations - 1
     if ev is None and self.callback is None:
