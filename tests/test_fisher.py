@@ -5,6 +5,8 @@ References used here, none of them the code under test: the softmax Fisher diag(
 obtained by jax.jacrev of log_softmax (enumerating the finite action set).
 """
 
+import functools
+
 import chex
 import distrax
 import flax.linen as nn
@@ -30,6 +32,25 @@ def _jac(fvp, params):
   return jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0])(jnp.zeros_like(flat))
 
 
+def _dense_of(make_fvp, params):
+  """Builds the product from ``params`` and materialises it, in ONE jitted call."""
+  return jax.jit(lambda p: _jac(make_fvp(p), p))(params)
+
+
+def _np_softmax(logits):
+  e = np.exp(logits - np.max(logits, axis=-1, keepdims=True))
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+def _np_softmax_fisher(p):
+  return np.diag(p) - np.outer(p, p)
+
+
+def _np_ravel(tree):
+  """ravel_pytree's order (leaves in tree order), in numpy."""
+  return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
+
+
 def _all_dense(dist_fn, params, **kw):
   """Every exact product, materialised in ONE jitted call (one compilation per test)."""
 
@@ -47,23 +68,29 @@ def _all_dense(dist_fn, params, **kw):
 
 
 def test_softmax_logits_fisher_is_diag_p_minus_ppT():
-  logits = jnp.array([0.3, -1.0, 2.0, 0.0])
-  p = jax.nn.softmax(logits)
-  expected = jnp.diag(p) - jnp.outer(p, p)
+  logits = np.array([0.3, -1.0, 2.0, 0.0], np.float32)
+  p = _np_softmax(logits)
+  expected = _np_softmax_fisher(p)
   dist_fn = lambda t: distrax.Categorical(logits=t)
   for name, mat in _all_dense(dist_fn, logits).items():
     np.testing.assert_allclose(mat, expected, atol=1e-6, err_msg=name)
-  # Empirical Fisher over all actions weighted by their probabilities is exact.
-  emp = empirical_fisher_vector_product(jax.nn.log_softmax, logits, weights=p)
-  np.testing.assert_allclose(_dense(emp, logits), expected, atol=1e-6)
+
+  @jax.jit
+  def empirical_and_ones(t):
+    # Empirical Fisher over all actions weighted by their probabilities is exact.
+    emp = empirical_fisher_vector_product(jax.nn.log_softmax, t, weights=jax.nn.softmax(t))
+    return _jac(emp, t), fisher_vector_product(dist_fn, t)(jnp.ones(4))
+
+  emp_dense, ones_product = empirical_and_ones(logits)
+  np.testing.assert_allclose(emp_dense, expected, atol=1e-6)
   # Singular along the all-ones direction (a constant logit shift leaves the policy unchanged).
-  np.testing.assert_allclose(fisher_vector_product(dist_fn, logits)(jnp.ones(4)), 0.0, atol=1e-7)
+  np.testing.assert_allclose(ones_product, 0.0, atol=1e-7)
 
 
 @pytest.mark.parametrize("make", ["normal", "mvn_diag"])
 def test_gaussian_mu_log_sigma_fisher_is_diag_inv_var_and_two(make):
-  params = {"mu": jnp.array([0.5, -1.0]), "log_sigma": jnp.array([-0.7, 0.4])}
-  sigma = np.exp(np.asarray(params["log_sigma"]))
+  params = {"mu": np.array([0.5, -1.0], np.float32), "log_sigma": np.array([-0.7, 0.4], np.float32)}
+  sigma = np.exp(params["log_sigma"].astype(np.float64))
   if make == "normal":
     dist_fn = lambda t: distrax.Normal(t["mu"], jnp.exp(t["log_sigma"]))
   else:
@@ -76,38 +103,50 @@ def test_gaussian_mu_log_sigma_fisher_is_diag_inv_var_and_two(make):
     np.testing.assert_allclose(mat, expected, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def _linear_softmax_policy(num_states=5, obs_dim=3, num_actions=4, seed=0):
-  k1, k2 = jax.random.split(jax.random.key(seed))
-  states = jax.random.normal(k1, (num_states, obs_dim))
-  params = {"w": 0.5 * jax.random.normal(k2, (obs_dim, num_actions)), "b": jnp.zeros(num_actions)}
+@functools.cache
+def _linear_softmax_data(num_states=5, obs_dim=3, num_actions=4, seed=0):
+  """States and weights drawn once (one jitted program), as numpy arrays."""
+
+  @jax.jit
+  def draw(key):
+    k1, k2 = jax.random.split(key)
+    return jax.random.normal(k1, (num_states, obs_dim)), 0.5 * jax.random.normal(k2, (obs_dim, num_actions))
+
+  states, w = draw(jax.random.key(seed))
+  return np.asarray(states), np.asarray(w), num_actions
+
+
+def _linear_softmax_policy():
+  states, w, num_actions = _linear_softmax_data()
+  params = {"w": w, "b": np.zeros(num_actions, np.float32)}
   dist_fn = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"][None, :])
   return states, params, dist_fn
 
 
 def _enumerated_fisher(logits_fn, params, weights):
   """Dense reference: sum_b w_b sum_a pi(a|s_b) g_{b,a} g_{b,a}^T from per-action scores (jacrev)."""
-  flat, unravel = ravel_pytree(params)
-  logp = lambda x: jax.nn.log_softmax(logits_fn(unravel(x)), axis=-1)  # [B, A]
 
   @jax.jit
-  def dense(x):
+  def dense(p):
+    x, unravel = ravel_pytree(p)
+    logp = lambda y: jax.nn.log_softmax(logits_fn(unravel(y)), axis=-1)  # [B, A]
     scores = jax.jacrev(logp)(x)  # [B, A, P]
     probs = jnp.exp(logp(x))
     w = weights / weights.sum()
     return jnp.einsum("b,ba,bap,baq->pq", w, probs, scores, scores)
 
-  return dense(flat)
+  return dense(params)
 
 
 def test_weighted_batch_fisher_of_linear_softmax_policy_matches_kronecker_closed_form():
   states, params, dist_fn = _linear_softmax_policy()
-  weights = jnp.array([1.0, 0.0, 2.0, 0.5, 1.5])
-  logits = states @ params["w"] + params["b"][None, :]
-  p = jax.nn.softmax(logits)
+  weights = np.array([1.0, 0.0, 2.0, 0.5, 1.5], np.float32)
+  logits = states.astype(np.float64) @ params["w"] + params["b"][None, :]
+  p = _np_softmax(logits)
   # Closed form: F = sum_b w_b [s_b; 1][s_b; 1]^T kron (diag p_b - p_b p_b^T) / sum w, in ravel order (b, w).
-  feats = jnp.concatenate([jnp.ones((5, 1)), states], axis=1)  # bias row first ("b" < "w")
-  m = jax.vmap(lambda q: jnp.diag(q) - jnp.outer(q, q))(p)
-  expected = jnp.einsum("b,bi,bj,bkl->ikjl", weights / weights.sum(), feats, feats, m).reshape(16, 16)
+  feats = np.concatenate([np.ones((5, 1)), states], axis=1)  # bias row first ("b" < "w")
+  m = np.stack([_np_softmax_fisher(q) for q in p])
+  expected = np.einsum("b,bi,bj,bkl->ikjl", weights / weights.sum(), feats, feats, m).reshape(16, 16)
   for name, mat in _all_dense(dist_fn, params, weights=weights).items():
     np.testing.assert_allclose(mat, expected, atol=2e-6, err_msg=name)
 
@@ -121,35 +160,47 @@ class _MLP(nn.Module):
 
 def test_flax_mlp_policy_products_agree_with_enumerated_dense_fisher():
   """GGN and KL-Hessian products agree with each other and with sum_a pi g g^T at the current params."""
-  states = jax.random.normal(jax.random.key(1), (6, 4))
   model = _MLP()
-  params = model.init(jax.random.key(2), states)
+
+  @jax.jit
+  def setup():
+    states = jax.random.normal(jax.random.key(1), (6, 4))
+    return states, model.init(jax.random.key(2), states)
+
+  states, params = setup()
   dist_fn = lambda p: distrax.Categorical(logits=model.apply(p, states))
-  expected = _enumerated_fisher(lambda p: model.apply(p, states), params, jnp.ones(6))
+  expected = _enumerated_fisher(lambda p: model.apply(p, states), params, np.ones(6, np.float32))
   for name, mat in _all_dense(dist_fn, params).items():
     np.testing.assert_allclose(mat, expected, atol=3e-6, err_msg=name)
-  # Per-action empirical products weighted by pi(a|s) / B are the exact Fisher too.
-  probs = jax.nn.softmax(model.apply(params, states))
-  emp = empirical_fisher_vector_product(lambda p: jax.nn.log_softmax(model.apply(p, states)), params,
-                                        weights=probs)
-  np.testing.assert_allclose(_dense(emp, params), expected, atol=3e-6)
-  v = jax.tree_util.tree_map(jnp.ones_like, params)
-  chex.assert_trees_all_equal_shapes_and_dtypes(fisher_vector_product(dist_fn, params)(v), params)
+
+  @jax.jit
+  def empirical_and_product(p):
+    # Per-action empirical products weighted by pi(a|s) / B are the exact Fisher too.
+    probs = jax.nn.softmax(model.apply(p, states))
+    emp = empirical_fisher_vector_product(lambda q: jax.nn.log_softmax(model.apply(q, states)), p,
+                                          weights=probs)
+    v = jax.tree_util.tree_map(jnp.ones_like, p)
+    return _jac(emp, p), fisher_vector_product(dist_fn, p)(v)
+
+  emp_dense, product = empirical_and_product(params)
+  np.testing.assert_allclose(emp_dense, expected, atol=3e-6)
+  chex.assert_trees_all_equal_shapes_and_dtypes(product, params)
 
 
 def test_fallback_output_kl_hessian_for_a_distribution_without_closed_form():
   """Laplace(mu, b) has Fisher diag(1/b^2, 1/b^2); in (mu, log b): diag(1/b^2, 1)."""
-  params = {"mu": jnp.array(0.3), "log_b": jnp.array(-0.4)}
+  params = {"mu": np.float32(0.3), "log_b": np.float32(-0.4)}
   b = np.exp(-0.4)
-  fvp = fisher_vector_product(lambda t: distrax.Laplace(t["mu"], jnp.exp(t["log_b"])), params)
-  np.testing.assert_allclose(_dense(fvp, params), np.diag([1.0, 1.0 / b**2]), rtol=1e-5, atol=1e-6)
+  dense = _dense_of(
+      lambda p: fisher_vector_product(lambda t: distrax.Laplace(t["mu"], jnp.exp(t["log_b"])), p), params)
+  np.testing.assert_allclose(dense, np.diag([1.0, 1.0 / b**2]), rtol=1e-5, atol=1e-6)
 
 
 def test_bernoulli_logit_fisher():
-  logits = jnp.array([0.2, -1.5])
-  p = jax.nn.sigmoid(logits)
-  fvp = fisher_vector_product(lambda t: distrax.Bernoulli(logits=t), logits)
-  np.testing.assert_allclose(_dense(fvp, logits), np.diag(p * (1 - p)) / 2, rtol=1e-5)
+  logits = np.array([0.2, -1.5], np.float32)
+  p = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+  dense = _dense_of(lambda t: fisher_vector_product(lambda q: distrax.Bernoulli(logits=q), t), logits)
+  np.testing.assert_allclose(dense, np.diag(p * (1 - p)) / 2, rtol=1e-5)
 
 
 def test_empirical_fisher_from_sampled_actions_is_unbiased(key):
@@ -163,9 +214,9 @@ def test_empirical_fisher_from_sampled_actions_is_unbiased(key):
     log_prob = lambda p: distrax.Normal(p["mu"], jnp.exp(p["log_sigma"])).log_prob(x)
     return _dense(empirical_fisher_vector_product(log_prob, params), params)
 
-  mats = jax.jit(jax.vmap(one))(jax.random.split(key, 2000))
-  mean = np.asarray(mats.mean(0))
-  se = np.asarray(mats.std(0, ddof=1)) / np.sqrt(mats.shape[0])
+  mats = np.asarray(jax.jit(lambda k: jax.vmap(one)(jax.random.split(k, 2000)))(key))
+  mean = mats.mean(0)
+  se = mats.std(0, ddof=1) / np.sqrt(mats.shape[0])
   target = np.diag([2.0, 1.0 / sigma**2])  # ravel order: log_sigma, mu
 
   def within(t):
@@ -176,6 +227,8 @@ def test_empirical_fisher_from_sampled_actions_is_unbiased(key):
 
 
 def test_linearises_once_products_reuse_it():
+  """Counts the Python calls of ``dist_fn`` while building a product and applying it five times (traced
+  once under ``jit``: the calls are the same as in eager mode, and one program is compiled)."""
   calls = []
   states, params, _ = _linear_softmax_policy()
 
@@ -183,21 +236,30 @@ def test_linearises_once_products_reuse_it():
     calls.append(1)
     return distrax.Categorical(logits=states @ p["w"] + p["b"][None, :])
 
-  fvp = fisher_vector_product(dist_fn, params)
-  v = jax.tree_util.tree_map(jnp.ones_like, params)
-  for _ in range(5):
-    fvp(v)
-  assert len(calls) == 1
-  calls.clear()
-  hvp = kl_hessian_vector_product(dist_fn, params)
-  for _ in range(5):
-    hvp(v)
-  assert len(calls) == 2  # the fixed reference distribution, and the linearised KL gradient
+  counts = []
+
+  @jax.jit
+  def five_products(p):
+    v = jax.tree_util.tree_map(jnp.ones_like, p)
+    fvp = fisher_vector_product(dist_fn, p)
+    out = [fvp(v) for _ in range(5)]
+    counts.append(len(calls))
+    calls.clear()
+    hvp = kl_hessian_vector_product(dist_fn, p)
+    out += [hvp(v) for _ in range(5)]
+    counts.append(len(calls))
+    return out
+
+  jax.block_until_ready(five_products(params))
+  assert counts[0] == 1
+  assert counts[1] == 2  # the fixed reference distribution, and the linearised KL gradient
 
 
 def test_jit_vmap_and_single_trace():
   states, params, dist_fn = _linear_softmax_policy()
-  vs = jax.tree_util.tree_map(lambda x: jax.random.normal(jax.random.key(3), (7,) + x.shape), params)
+  vs = jax.jit(lambda p: jax.tree_util.tree_map(
+      lambda x: jax.random.normal(jax.random.key(3), (7,) + x.shape), p))(params)
+  vs = jax.tree_util.tree_map(np.asarray, vs)
 
   @jax.jit
   @chex.assert_max_traces(n=1)
@@ -205,12 +267,13 @@ def test_jit_vmap_and_single_trace():
     fvp = fisher_vector_product(lambda q: distrax.Categorical(logits=states @ q["w"] + q["b"][None, :]), p)
     return jax.vmap(fvp)(v)
 
-  out = products(params, vs)
-  fvp = fisher_vector_product(dist_fn, params)
+  out = jax.tree_util.tree_map(np.asarray, products(params, vs))
+  # Reference: the seven products one at a time (no vmap), in one jitted program.
+  rows = [jax.tree_util.tree_map(lambda x: x[i], vs) for i in range(7)]
+  refs = jax.jit(lambda p, rs: [fisher_vector_product(dist_fn, p)(r) for r in rs])(params, rows)
   for i in range(7):
-    np.testing.assert_allclose(ravel_pytree(jax.tree_util.tree_map(lambda x: x[i], out))[0],
-                               ravel_pytree(fvp(jax.tree_util.tree_map(lambda x: x[i], vs)))[0],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_np_ravel(jax.tree_util.tree_map(lambda x: x[i], out)),
+                               _np_ravel(refs[i]), rtol=1e-5, atol=1e-6)
   products(jax.tree_util.tree_map(lambda x: x + 1.0, params), vs)  # same shapes: no retrace
 
 
@@ -224,8 +287,8 @@ def test_dtypes_kept_and_tangents_cast():
 
 def test_all_zero_weights_give_zero_not_nan():
   states, params, dist_fn = _linear_softmax_policy()
-  fvp = fisher_vector_product(dist_fn, params, weights=jnp.zeros(5))
-  out = fvp(jax.tree_util.tree_map(jnp.ones_like, params))
+  out = jax.jit(lambda p: fisher_vector_product(dist_fn, p, weights=jnp.zeros(5))(
+      jax.tree_util.tree_map(jnp.ones_like, p)))(params)
   for leaf in jax.tree_util.tree_leaves(out):
     np.testing.assert_array_equal(leaf, 0.0)
 
@@ -255,14 +318,22 @@ def test_bad_input_raises_naming_the_argument():
     empirical_fisher_vector_product(lambda p: jnp.zeros(3) + p["b"][0], params, weights=jnp.ones(2))
 
 
-@pytest.mark.parametrize("dtype,tol", [(jnp.bfloat16, 3e-2), (jnp.float16, 4e-3)])
-def test_low_precision_params_give_the_float32_products_in_their_own_dtype(dtype, tol):
-  """bfloat16 / float16 parameters: every product runs (no cotangent dtype mismatch), is finite, keeps
-  the parameters' dtype, and equals the float32 product at the same (rounded) parameters and tangent
-  within the low-precision tolerance."""
-  states = jax.random.normal(jax.random.key(0), (8, 3))
-  w = (0.5 * jax.random.normal(jax.random.key(1), (3, 4))).astype(dtype)
-  v = jax.random.normal(jax.random.key(2), (3, 4)).astype(dtype)
+@functools.cache
+def _low_precision_data():
+  draw = jax.jit(lambda: (jax.random.normal(jax.random.key(0), (8, 3)),
+                          0.5 * jax.random.normal(jax.random.key(1), (3, 4)),
+                          jax.random.normal(jax.random.key(2), (3, 4))))
+  return tuple(np.asarray(x) for x in draw())
+
+
+_LOW_PRECISION_PRODUCTS = ("ggn", "ggn_kl_output", "kl_hessian", "empirical")
+
+
+@functools.cache
+def _low_precision_products():
+  """Every product at (p, t): one jitted function shared by the dtypes (the float32 reference compiles
+  once)."""
+  states = _low_precision_data()[0]
   dist_fn = lambda p: distrax.Categorical(logits=states.astype(p.dtype) @ p)
   log_prob_fn = lambda p: jax.nn.log_softmax(states.astype(p.dtype) @ p)[jnp.arange(8), jnp.arange(8) % 4]
   makers = {
@@ -271,9 +342,20 @@ def test_low_precision_params_give_the_float32_products_in_their_own_dtype(dtype
       "kl_hessian": lambda p: kl_hessian_vector_product(dist_fn, p),
       "empirical": lambda p: empirical_fisher_vector_product(log_prob_fn, p),
   }
-  products = jax.jit(lambda p, t: {name: make(p)(t) for name, make in makers.items()})  # one compile
-  refs, outs = products(w.astype(jnp.float32), v.astype(jnp.float32)), products(w, v)
-  for name in makers:
+  assert tuple(makers) == _LOW_PRECISION_PRODUCTS
+  return jax.jit(lambda p, t: {name: make(p)(t) for name, make in makers.items()})  # one compile per dtype
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.bfloat16, 3e-2), (jnp.float16, 4e-3)])
+def test_low_precision_params_give_the_float32_products_in_their_own_dtype(dtype, tol):
+  """bfloat16 / float16 parameters: every product runs (no cotangent dtype mismatch), is finite, keeps
+  the parameters' dtype, and equals the float32 product at the same (rounded) parameters and tangent
+  within the low-precision tolerance."""
+  _, w, v = _low_precision_data()
+  w, v = w.astype(dtype), v.astype(dtype)
+  products = _low_precision_products()
+  refs, outs = products(w.astype(np.float32), v.astype(np.float32)), products(w, v)
+  for name in _LOW_PRECISION_PRODUCTS:
     ref, out = np.asarray(refs[name]), outs[name]
     assert out.dtype == dtype, name
     out = np.asarray(out, np.float32)
@@ -295,9 +377,9 @@ def test_duck_typed_distribution_outside_distrax_uses_the_kl_hessian():
       p = jax.nn.softmax(self.logits)
       return jnp.sum(p * (jax.nn.log_softmax(self.logits) - jax.nn.log_softmax(other.logits)))
 
-  logits = jnp.array([0.3, -1.0, 2.0])
-  p = jax.nn.softmax(logits)
-  expected = jnp.diag(p) - jnp.outer(p, p)
-  np.testing.assert_allclose(_dense(fisher_vector_product(Softmax, logits), logits), expected, atol=1e-6)
+  logits = np.array([0.3, -1.0, 2.0], np.float32)
+  expected = _np_softmax_fisher(_np_softmax(logits))
+  np.testing.assert_allclose(_dense_of(lambda t: fisher_vector_product(Softmax, t), logits), expected,
+                             atol=1e-6)
   with pytest.raises(TypeError, match="dist_fn"):
     kl_hessian_vector_product(lambda t: object(), logits)
