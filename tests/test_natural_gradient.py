@@ -4,6 +4,8 @@ References: dense solves with the closed-form Fisher, the exact KL of the polici
 hand-computed line-search outcomes on a one-dimensional quadratic.
 """
 
+import functools
+
 import chex
 import distrax
 import jax
@@ -20,17 +22,27 @@ from pgjax.natural import trust_region_step
 NUM_STATES = 32
 
 
+@functools.cache
 def _policies():
-  k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-  states = jax.random.normal(k1, (NUM_STATES, 4))
-  cat_params = {"w": 0.5 * jax.random.normal(k2, (4, 5)), "b": jnp.zeros(5)}
+  """Two policies on fixed random states, with random gradients; the draws run in one jitted program and
+  the arrays are numpy (the policies close over constants, nothing is computed eagerly)."""
+
+  @jax.jit
+  def draw(key):
+    k1, k2, k3 = jax.random.split(key, 3)
+    states = jax.random.normal(k1, (NUM_STATES, 4))
+    cat_params = {"w": 0.5 * jax.random.normal(k2, (4, 5)), "b": jnp.zeros(5)}
+    gau_params = {"w": 0.5 * jax.random.normal(k2, (4, 2)), "log_std": jnp.array([-0.5, 0.3])}
+    rand = lambda p: jax.tree_util.tree_map(lambda x: jax.random.normal(k3, x.shape), p)
+    return states, cat_params, rand(cat_params), gau_params, rand(gau_params)
+
+  states, cat_params, cat_grads, gau_params, gau_grads = jax.tree_util.tree_map(np.asarray,
+                                                                                draw(jax.random.key(0)))
   cat = lambda p: distrax.Categorical(logits=states @ p["w"] + p["b"][None, :])
-  gau_params = {"w": 0.5 * jax.random.normal(k2, (4, 2)), "log_std": jnp.array([-0.5, 0.3])}
   gau = lambda p: distrax.MultivariateNormalDiag(states @ p["w"],
                                                  jnp.exp(p["log_std"])[None, :] * jnp.ones((NUM_STATES, 2)))
-  rand = lambda p: jax.tree_util.tree_map(lambda x: jax.random.normal(k3, x.shape), p)
-  return {"categorical": (cat, cat_params, rand(cat_params)),
-          "gaussian": (gau, gau_params, rand(gau_params))}
+  return {"categorical": (cat, cat_params, cat_grads),
+          "gaussian": (gau, gau_params, gau_grads)}
 
 
 def _mean_kl(dist_fn, p, q):
@@ -41,12 +53,22 @@ def _add(a, b):
   return jax.tree_util.tree_map(jnp.add, a, b)
 
 
+def _np_ravel(tree):
+  """ravel_pytree's order (leaves in tree order), in numpy."""
+  return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
+
+
 def test_gaussian_natural_gradient_is_sigma2_g_mu_and_half_g_log_sigma():
   """F = diag(1/sigma^2, 2) in (mu, log sigma): F^-1 g = (sigma^2 g_mu, g_log_sigma / 2), exactly."""
-  params = {"mu": jnp.array(0.3), "log_sigma": jnp.array(-0.8)}
-  grads = {"mu": jnp.array(1.5), "log_sigma": jnp.array(-0.4)}
-  fvp = fisher_vector_product(lambda p: distrax.Normal(p["mu"], jnp.exp(p["log_sigma"])), params)
-  d, info = natural_gradient(grads, fvp, damping=0.0, iters=2, tol=0.0)
+  params = {"mu": np.float32(0.3), "log_sigma": np.float32(-0.8)}
+  grads = {"mu": np.float32(1.5), "log_sigma": np.float32(-0.4)}
+
+  @jax.jit
+  def solve(p, g):
+    fvp = fisher_vector_product(lambda q: distrax.Normal(q["mu"], jnp.exp(q["log_sigma"])), p)
+    return natural_gradient(g, fvp, damping=0.0, iters=2, tol=0.0)
+
+  d, info = solve(params, grads)
   np.testing.assert_allclose(d["mu"], np.exp(-1.6) * 1.5, rtol=1e-5)
   np.testing.assert_allclose(d["log_sigma"], -0.2, rtol=1e-5)
   assert int(info.iterations) == 2
@@ -54,16 +76,21 @@ def test_gaussian_natural_gradient_is_sigma2_g_mu_and_half_g_log_sigma():
 
 def test_damped_natural_gradient_on_softmax_policy_matches_dense_solve():
   dist_fn, params, grads = _policies()["categorical"]
-  fvp = fisher_vector_product(dist_fn, params)
-  flat, unravel = ravel_pytree(params)
-  dense = jax.jit(jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0]))(jnp.zeros_like(flat))
   damping = 0.1
-  d, info = jax.jit(lambda g: natural_gradient(g, fvp, damping=damping, iters=30, tol=0.0))(grads)
-  expected = np.linalg.solve(np.asarray(dense, np.float64) + damping * np.eye(flat.size),
-                             np.asarray(ravel_pytree(grads)[0], np.float64))
-  np.testing.assert_allclose(ravel_pytree(d)[0], expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+  @jax.jit
+  def dense_and_solve(p, g):
+    fvp = fisher_vector_product(dist_fn, p)
+    flat, unravel = ravel_pytree(p)
+    dense = jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0])(jnp.zeros_like(flat))
+    return dense, natural_gradient(g, fvp, damping=damping, iters=30, tol=0.0)
+
+  dense, (d, info) = dense_and_solve(params, grads)
+  expected = np.linalg.solve(np.asarray(dense, np.float64) + damping * np.eye(dense.shape[0]),
+                             _np_ravel(grads).astype(np.float64))
+  np.testing.assert_allclose(_np_ravel(d), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
   chex.assert_trees_all_equal_shapes_and_dtypes(d, grads)
-  assert bool(jnp.all(jnp.isfinite(ravel_pytree(d)[0])))
+  assert np.all(np.isfinite(_np_ravel(d)))
 
 
 @pytest.mark.parametrize("policy", ["categorical", "gaussian"])
@@ -106,53 +133,68 @@ def test_max_kl_is_traced_and_step_kl_scales_linearly():
     step, info = trust_region_step(d, grads, fvp, max_kl=max_kl)
     return info.predicted_kl, _mean_kl(dist_fn, params, _add(params, step))
 
-  radii = jnp.array([1e-4, 1e-3, 1e-2])
-  predicted, achieved = jax.jit(jax.vmap(step_kl))(radii)
+  radii = np.array([1e-4, 1e-3, 1e-2], np.float32)
+  predicted, achieved = map(np.asarray, jax.jit(jax.vmap(step_kl))(radii))
   np.testing.assert_allclose(predicted, radii, rtol=1e-4)
   np.testing.assert_allclose(achieved / radii, 1.0, atol=0.1)
 
 
 def test_trust_region_guard_zero_and_null_space_directions():
-  p = jnp.array([0.2, -0.1, 0.5])
-  fvp = fisher_vector_product(lambda t: distrax.Categorical(logits=t), p)
-  for d in [jnp.zeros(3), jnp.ones(3)]:  # zero, and in the softmax Fisher's null space
-    step, info = trust_region_step(d, jnp.ones(3), fvp, max_kl=0.01)
-    np.testing.assert_array_equal(step, jnp.zeros(3))
-    assert float(info.scale) == 0.0 and bool(jnp.isfinite(info.predicted_kl))
+  p = np.array([0.2, -0.1, 0.5], np.float32)
+
+  @jax.jit  # one program for both directions
+  def step_along(d):
+    fvp = fisher_vector_product(lambda t: distrax.Categorical(logits=t), p)
+    return trust_region_step(d, jnp.ones(3), fvp, max_kl=0.01)
+
+  for d in [np.zeros(3, np.float32), np.ones(3, np.float32)]:  # zero, and in the softmax Fisher's null space
+    step, info = step_along(d)
+    np.testing.assert_array_equal(step, np.zeros(3))
+    assert float(info.scale) == 0.0 and np.isfinite(float(info.predicted_kl))
 
 
 def test_line_search_hand_computed_quadratic():
   """objective(x) = -(x - 1)^2 from x = 0 with the full step 4: fractions 1, 1/2, 1/4, ..."""
   objective = lambda x: -jnp.sum((x - 1.0) ** 2)
   no_kl = lambda x: jnp.zeros(())
-  x0, step = jnp.array([0.0]), jnp.array([4.0])
+  x0, step = np.array([0.0], np.float32), np.array([4.0], np.float32)
+
+  @jax.jit  # the four searches in one program
+  def searches(x0, step):
+    return (backtracking_line_search(objective, no_kl, x0, step, max_kl=1.0),
+            backtracking_line_search(objective, lambda x: jnp.sum(x**2), x0, step, max_kl=0.5),
+            backtracking_line_search(objective, no_kl, x0, step, max_kl=1.0, expected_improvement=8.0,
+                                     accept_ratio=0.6),
+            backtracking_line_search(objective, no_kl, x0, -step, max_kl=1.0, num_steps=6))
+
+  plain, kl_binding, armijo, descent = searches(x0, step)
   # f=1: x=4, improvement -8; f=1/2: x=2, improvement 0 (not > 0); f=1/4: x=1, improvement 1. Accept 1/4.
-  x, info = backtracking_line_search(objective, no_kl, x0, step, max_kl=1.0)
+  x, info = plain
   np.testing.assert_allclose(x, [1.0])
   assert float(info.step_fraction) == 0.25 and int(info.num_backtracks) == 2 and bool(info.accepted)
   np.testing.assert_allclose(info.improvement, 1.0)
   # KL binding: kl(x) = x^2 <= 0.5 rejects x = 1, accepts x = 0.5 (f = 1/8, improvement 0.75).
-  x, info = backtracking_line_search(objective, lambda x: jnp.sum(x**2), x0, step, max_kl=0.5)
+  x, info = kl_binding
   np.testing.assert_allclose(x, [0.5])
   assert int(info.num_backtracks) == 3
   np.testing.assert_allclose(info.kl, 0.25)
   # Armijo: expected improvement g * s = 2 * 4 = 8. With accept_ratio 0.6, f=1/4 needs 1.2 > 1: reject;
   # f=1/8 needs 0.6 <= 0.75: accept.
-  x, info = backtracking_line_search(objective, no_kl, x0, step, max_kl=1.0, expected_improvement=8.0,
-                                     accept_ratio=0.6)
+  x, info = armijo
   np.testing.assert_allclose(x, [0.5])
   # A descent step is never accepted: params unchanged.
-  x, info = backtracking_line_search(objective, no_kl, x0, -step, max_kl=1.0, num_steps=6)
+  x, info = descent
   np.testing.assert_array_equal(x, x0)
   assert not bool(info.accepted) and int(info.num_backtracks) == 6 and float(info.step_fraction) == 0.0
 
 
 def test_line_search_rejects_non_finite_candidates():
   objective = lambda x: jnp.sum(jnp.sqrt(3.0 - x) + x)  # NaN for x > 3, increasing up to x = 2.75
-  x, info = backtracking_line_search(objective, lambda x: jnp.zeros(()), jnp.array([0.0]),
-                                     jnp.array([8.0]), max_kl=1.0)
+  x, info = jax.jit(lambda x0, step: backtracking_line_search(objective, lambda x: jnp.zeros(()), x0, step,
+                                                              max_kl=1.0))(np.array([0.0], np.float32),
+                                                                           np.array([8.0], np.float32))
   np.testing.assert_allclose(x, [2.0])  # x = 8 and x = 4 give NaN and are skipped; x = 2 improves
-  assert int(info.num_backtracks) == 2 and bool(jnp.isfinite(info.improvement))
+  assert int(info.num_backtracks) == 2 and np.isfinite(float(info.improvement))
 
 
 def _trpo_step(key, params, states, labels, max_kl):
@@ -175,24 +217,37 @@ def _trpo_step(key, params, states, labels, max_kl):
 
 
 def test_whole_trpo_step_under_jit_vmap_over_seeds(key):
-  k1, k2 = jax.random.split(key)
   num_seeds = 64
-  states = jax.random.normal(k1, (NUM_STATES, 4))
-  true_w = jax.random.normal(k2, (4, 5))
-  labels = jnp.argmax(states @ true_w, axis=-1)
-  params = {"w": jnp.zeros((4, 5)), "b": jnp.zeros(5)}
+
+  @jax.jit
+  def setup(key):
+    k1, k2 = jax.random.split(key)
+    states = jax.random.normal(k1, (NUM_STATES, 4))
+    true_w = jax.random.normal(k2, (4, 5))
+    labels = jnp.argmax(states @ true_w, axis=-1)
+    return states, labels, jax.random.split(key, num_seeds), jax.random.split(k1, num_seeds)
+
+  states, labels, keys, other_keys = setup(key)
+  states, labels = np.asarray(states), np.asarray(labels)
+  params = {"w": np.zeros((4, 5), np.float32), "b": np.zeros(5, np.float32)}
 
   step = jax.jit(jax.vmap(chex.assert_max_traces(_trpo_step, n=1), in_axes=(0, None, None, None, None)))
-  new, ls = step(jax.random.split(key, num_seeds), params, states, labels, 0.01)
-  step(jax.random.split(k1, num_seeds), params, states, labels, 0.02)  # new max_kl value: no retrace
+  new, ls = step(keys, params, states, labels, 0.01)
+  step(other_keys, params, states, labels, 0.02)  # new max_kl value: no retrace
   chex.assert_shape(new["w"], (num_seeds, 4, 5))
-  assert bool(jnp.all(ls.kl <= 0.01)) and bool(jnp.all(jnp.where(ls.accepted, ls.improvement > 0, True)))
+  new, ls = jax.tree_util.tree_map(np.asarray, (new, ls))
+  assert np.all(ls.kl <= 0.01) and np.all(np.where(ls.accepted, ls.improvement > 0, True))
   assert float(ls.accepted.mean()) > 0.5
   # The expected reward (exact: mean over states of pi(label | s)) improves on average over seeds by
-  # more than 5 standard errors.
-  reward = lambda p: jnp.mean(jnp.take_along_axis(
-      jax.nn.softmax(states @ p["w"] + p["b"][None, :]), labels[:, None], axis=-1))
-  gains = jax.vmap(reward)(new) - reward(params)
+  # more than 5 standard errors (numpy, float64).
+
+  def reward(w, b):  # [..., 4, 5], [..., 5] -> [...]
+    logits = np.einsum("si,...ia->...sa", states.astype(np.float64), w) + b[..., None, :]
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return probs[..., np.arange(NUM_STATES), labels].mean(-1)
+
+  gains = reward(new["w"], new["b"]) - reward(params["w"], params["b"])
   assert float(gains.mean()) > 5 * float(gains.std(ddof=1)) / np.sqrt(num_seeds)
 
 
@@ -254,8 +309,8 @@ def test_linear_quadratic_natural_field_points_at_the_riccati_optimum():
     cos = lambda f: jnp.dot(f, to_opt) / (jnp.linalg.norm(f) * jnp.linalg.norm(to_opt))
     return cos(grad), cos(nat)
 
-  thetas = jnp.stack([jnp.linspace(-2.0, 0.0, 201), jnp.full(201, 0.05)], axis=-1)
-  cos_vanilla, cos_natural = jax.jit(jax.vmap(cosines))(thetas)
+  thetas = np.stack([np.linspace(-2.0, 0.0, 201), np.full(201, 0.05)], axis=-1).astype(np.float32)
+  cos_vanilla, cos_natural = map(np.asarray, jax.jit(jax.vmap(cosines))(thetas))
   assert float(cos_natural.mean()) > 0.99
   assert float(cos_vanilla.mean()) < 0.5
 
@@ -274,37 +329,52 @@ def test_linear_quadratic_policy_fisher_from_pgjax_matches_closed_form():
     m.append((1 + k) ** 2 * m[-1] + sigma ** 2)
   m = np.array(m)
   w = gamma ** np.arange(steps)
-  states = jnp.asarray(np.concatenate([np.sqrt(m), -np.sqrt(m)]), jnp.float32)  # two points with E[s^2] = m_t
-  weights = jnp.asarray(np.tile(w, 2), jnp.float32)
-  fvp = pgjax.natural.fisher_vector_product(lambda p: distrax.Normal(p[0] * states, p[1]),
-                                            jnp.array([k, sigma]), weights=weights)
-  dense = np.asarray(jax.jacfwd(fvp)(jnp.zeros(2)))
+  states = np.concatenate([np.sqrt(m), -np.sqrt(m)]).astype(np.float32)  # two points with E[s^2] = m_t
+  weights = np.tile(w, 2).astype(np.float32)
+
+  @jax.jit
+  def dense(theta):
+    fvp = pgjax.natural.fisher_vector_product(lambda p: distrax.Normal(p[0] * states, p[1]), theta,
+                                              weights=weights)
+    return jax.jacfwd(fvp)(jnp.zeros(2))
+
+  dense = np.asarray(dense(np.array([k, sigma], np.float32)))
   want = np.diag([np.sum(w * m) / np.sum(w) / sigma ** 2, 2 / sigma ** 2])
   np.testing.assert_allclose(dense, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype,tol", [(jnp.bfloat16, 5e-2), (jnp.float16, 5e-3)])
-def test_low_precision_params_natural_gradient_matches_float32(dtype, tol):
-  """bfloat16 / float16 parameters: the damped natural gradient and the trust-region step run, are
-  finite, keep the dtype, and equal the float32 computation at the same rounded inputs."""
-  cat, params, grads = _policies()["categorical"]
-  low = lambda t: jax.tree_util.tree_map(lambda x: x.astype(dtype), t)
-  f32 = lambda t: jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), t)
+@functools.cache
+def _low_precision_solve():
+  """Damped natural gradient and trust-region step; one jitted function shared by every dtype (the float32
+  reference compiles once)."""
+  cat = _policies()["categorical"][0]
   dist_fn = lambda p: cat(jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), p))
-  params, grads = low(params), low(grads)
 
+  @jax.jit
   def solve(p, g):
     fvp = fisher_vector_product(dist_fn, p)
     d, _ = natural_gradient(g, fvp, damping=0.1, iters=30)
     step, info = trust_region_step(d, g, fvp, max_kl=0.01)
     return d, step, info.predicted_kl
 
-  d, step, kl = jax.jit(solve)(params, grads)
+  return solve
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.bfloat16, 5e-2), (jnp.float16, 5e-3)])
+def test_low_precision_params_natural_gradient_matches_float32(dtype, tol):
+  """bfloat16 / float16 parameters: the damped natural gradient and the trust-region step run, are
+  finite, keep the dtype, and equal the float32 computation at the same rounded inputs."""
+  _, params, grads = _policies()["categorical"]
+  low = lambda t: jax.tree_util.tree_map(lambda x: x.astype(dtype), t)
+  f32 = lambda t: jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), t)
+  params, grads = low(params), low(grads)
+  solve = _low_precision_solve()
+  d, step, kl = solve(params, grads)
   d_ref, step_ref, _ = solve(f32(params), f32(grads))
   chex.assert_trees_all_equal_shapes_and_dtypes(d, params)
   chex.assert_trees_all_equal_shapes_and_dtypes(step, params)
   for out, ref in ((d, d_ref), (step, step_ref)):
-    out, ref = np.asarray(ravel_pytree(f32(out))[0]), np.asarray(ravel_pytree(ref)[0])
+    out, ref = _np_ravel(f32(out)), _np_ravel(ref)
     assert np.all(np.isfinite(out))
     np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.max(np.abs(ref)))
   np.testing.assert_allclose(kl, 0.01, rtol=1e-3)
