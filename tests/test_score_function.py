@@ -30,17 +30,47 @@ def _combined(prob, names, num_samples=N):
   return lambda key, params: ({b: e(key, params)[0] for b, e in ests.items()}, None)
 
 
-def _replicates(combined, params, key, num_replicates):
-  """Per estimate name: ``[R, D]`` flat estimates over R independent keys (one compiled vmap)."""
-  gs, _ = jax.jit(jax.vmap(combined, in_axes=(0, None)))(jax.random.split(key, num_replicates), params)
-  return {name: np.concatenate([np.asarray(x, np.float64).reshape(num_replicates, -1)
+def _numpy(tree):
+  """A pytree's leaves as NumPy arrays (the tests post-process in NumPy: no eager JAX operations)."""
+  return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _flat(tree):
+  """A pytree's leaves raveled and concatenated in float64 (the order of ``jax.flatten_util.ravel_pytree``)."""
+  return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(tree)])
+
+
+def _replicates(combined, params, key, num_replicates, extra=None):
+  """Per estimate name: ``[R, D]`` flat estimates over R independent keys, and ``extra(key, params)`` (e.g. the
+  true gradient) in NumPy; one compiled program for both."""
+  def run(key, params):
+    gs, _ = jax.vmap(combined, in_axes=(0, None))(jax.random.split(key, num_replicates), params)
+    return gs, (None if extra is None else extra(key, params))
+
+  gs, out = _numpy(jax.jit(run)(key, params))
+  reps = {name: np.concatenate([np.asarray(x, np.float64).reshape(num_replicates, -1)
                                 for x in jax.tree_util.tree_leaves(g)], axis=1) for name, g in gs.items()}
+  return reps, out
+
+
+def _hashable(key):
+  """A PRNG key as a tuple of ints, to key a ``functools.cache`` that shares one program across test cases."""
+  return tuple(np.asarray(jax.random.key_data(key)).tolist())
+
+
+def _unhash(key_data):
+  return jax.random.wrap_key_data(np.asarray(key_data, np.uint32))
+
+
+def _true_grad(prob):
+  """``prob.true_grad`` at ``prob.params``, jit-compiled, as NumPy float32 leaves."""
+  return _numpy(jax.jit(prob.true_grad)(prob.params))
 
 
 def _within(reps, target, num_se=5.0):
   """pgjax.testing's criterion: every coordinate's mean within 5 SE (+1e-6) of the target."""
   mean, se = reps.mean(0), reps.std(0, ddof=1) / np.sqrt(reps.shape[0])
-  t = np.asarray(jax.flatten_util.ravel_pytree(target)[0], np.float64)
+  t = _flat(target)
   return bool(np.all(np.abs(mean - t) <= num_se * se + 1e-6)), float(np.max(np.abs(mean - t) / se))
 
 
@@ -51,8 +81,8 @@ def test_unbiased_baselines_and_the_shrunk_batch_mean(problem, key):
   unshrunk gradient) fails the same check on the same replicates."""
   prob = PROBLEMS[problem]()
   names = [str(b) for b in UNBIASED] + ["mean"]
-  reps = _replicates(_combined(prob, UNBIASED + ["mean"]), prob.params, key, 2000)
-  truth = prob.true_grad(prob.params)
+  reps, truth = _replicates(_combined(prob, UNBIASED + ["mean"]), prob.params, key, 2000,
+                            extra=lambda k, p: prob.true_grad(p))
   for name in names:
     target, wrong = (scale_tree(truth, (N - 1) / N), truth) if name == "mean" else (truth, scale_tree(truth, 0.8))
     ok, z = _within(reps[name], target)
@@ -63,44 +93,47 @@ def test_unbiased_baselines_and_the_shrunk_batch_mean(problem, key):
 def test_constant_baseline_value_at_call_time_is_traced(key):
   prob = PROBLEMS["categorical_bandit"]()
   est = pgjax.score_function(prob.f, prob.dist_fn, num_samples=N, baseline="constant")
-  g1, aux1 = est(key, prob.params, baseline_value=0.3)
-  np.testing.assert_allclose(aux1.baselines, 0.3)
-  vmapped = jax.jit(jax.vmap(lambda b: est(key, prob.params, baseline_value=b)[0]))
-  gs = vmapped(jnp.array([0.0, 0.3]))
+
+  @jax.jit
+  def run(key, params):
+    g1, aux1 = est(key, params, baseline_value=0.3)                  # a Python constant
+    gs = jax.vmap(lambda b: est(key, params, baseline_value=b)[0])(jnp.array([0.0, 0.3]))   # traced values
+    scores = jax.vmap(jax.grad(lambda p, a: prob.dist_fn(p).log_prob(a)), in_axes=(None, 0))(params,
+                                                                                              aux1.samples)
+    return g1, aux1.baselines, gs, scores
+
+  g1, baselines, gs, scores = _numpy(run(key, prob.params))
+  np.testing.assert_allclose(baselines, 0.3)
   np.testing.assert_allclose(gs[1], g1, rtol=1e-6)
   # Same samples, different constant: the difference is -c * mean score.
-  scores = jax.vmap(jax.grad(lambda p, a: prob.dist_fn(p).log_prob(a)), in_axes=(None, 0))(prob.params,
-                                                                                            aux1.samples)
-  np.testing.assert_allclose(gs[0] - gs[1], 0.3 * jnp.mean(scores, 0), atol=1e-6)
+  np.testing.assert_allclose(gs[0] - gs[1], 0.3 * np.mean(scores, 0), atol=1e-6)
 
 
 def test_noisy_objective_with_key_is_unbiased(key):
   prob = PROBLEMS["categorical_bandit"]()
   noisy = lambda k, a: prob.f(a) + jax.random.normal(k)  # E[noise] = 0
   est = pgjax.score_function(noisy, prob.dist_fn, num_samples=N, baseline="leave_one_out", f_takes_key=True)
-  truth = prob.true_grad(prob.params)
+  truth = _true_grad(prob)
   assert_unbiased_with_power(est, prob.params, key, target=truth, wrong_target=scale_tree(truth, 0.7))
   # Each sample gets its own noise draw.
-  _, aux = est(key, prob.params)
-  assert len(np.unique(np.asarray(aux.values - jax.vmap(prob.f)(aux.samples)))) == N
+  noise = jax.jit(lambda k, p: (lambda aux: aux.values - jax.vmap(prob.f)(aux.samples))(est(k, p)[1]))
+  assert len(np.unique(np.asarray(noise(key, prob.params)))) == N
 
 
 def test_pathwise_is_unbiased_for_differentiable_f(key):
   prob = PROBLEMS["gaussian_quadratic"]()
   est = pgjax.pathwise(prob.f, prob.dist_fn, num_samples=N)
-  truth = prob.true_grad(prob.params)
+  truth = _true_grad(prob)
   assert_unbiased_with_power(est, prob.params, key, target=truth, wrong_target=scale_tree(truth, 0.95))
 
 
 def test_pathwise_is_visibly_wrong_on_step_where_score_function_is_right(key):
   prob = PROBLEMS["gaussian_step"]()
-  truth = prob.true_grad(prob.params)
   pw = pgjax.pathwise(prob.f, prob.dist_fn, num_samples=N)
-  g, _ = pw(key, prob.params)
-  chex.assert_trees_all_equal(g, jax.tree_util.tree_map(jnp.zeros_like, truth))  # zero a.s.
   sf = pgjax.score_function(prob.f, prob.dist_fn, num_samples=N, baseline="leave_one_out")
   both = lambda k, p: ({"pathwise": pw(k, p)[0], "score_function": sf(k, p)[0]}, None)
-  reps = _replicates(both, prob.params, key, 2000)
+  reps, (truth, g) = _replicates(both, prob.params, key, 2000, extra=lambda k, p: (prob.true_grad(p), pw(k, p)[0]))
+  chex.assert_trees_all_equal(g, jax.tree_util.tree_map(np.zeros_like, truth))  # zero a.s.
   assert not _within(reps["pathwise"], truth)[0]
   assert _within(reps["score_function"], truth)[0]
   assert not _within(reps["score_function"], scale_tree(truth, 0.8))[0]   # power control
@@ -109,7 +142,7 @@ def test_pathwise_is_visibly_wrong_on_step_where_score_function_is_right(key):
 def _total_variances(combined, params, key, num_replicates):
   """Per estimate: tr Cov over replicates and its standard error (from the per-replicate squared deviations)."""
   out = {}
-  for name, flat in _replicates(combined, params, key, num_replicates).items():
+  for name, flat in _replicates(combined, params, key, num_replicates)[0].items():
     dev = np.sum((flat - flat.mean(0)) ** 2, axis=1) * num_replicates / (num_replicates - 1)
     out[name] = (dev.mean(), dev.std(ddof=1) / np.sqrt(num_replicates))
   return out
@@ -146,12 +179,14 @@ def test_grads_keep_tree_structure_and_dtypes(key):
     return distrax.Normal(loc=p["a"]["loc"], scale=jnp.exp(p["b"][0]))
 
   f = lambda x: jnp.sum(x ** 2)
-  for baseline in ["none", "leave_one_out", "optimal", "optimal_per_coordinate"]:
-    g, aux = jax.jit(pgjax.score_function(f, dist_fn, num_samples=4, baseline=baseline))(key, params)
+  ests = [pgjax.score_function(f, dist_fn, num_samples=4, baseline=baseline)
+          for baseline in ["none", "leave_one_out", "optimal", "optimal_per_coordinate"]]
+  pw = pgjax.pathwise(f, dist_fn, num_samples=4)
+  outs, (g_pw, _) = jax.jit(lambda k, p: ([est(k, p) for est in ests], pw(k, p)))(key, params)  # one program
+  for g, aux in outs:
     chex.assert_trees_all_equal_shapes_and_dtypes(g, params)
     assert aux.values.shape == (4,) and aux.log_probs.shape == (4,)
-  g, _ = jax.jit(pgjax.pathwise(f, dist_fn, num_samples=4))(key, params)
-  chex.assert_trees_all_equal_shapes_and_dtypes(g, params)
+  chex.assert_trees_all_equal_shapes_and_dtypes(g_pw, params)
 
 
 def test_jit_vmap_and_single_trace(key):
@@ -162,55 +197,67 @@ def test_jit_vmap_and_single_trace(key):
   g_eager, _ = est(key, prob.params)
   chex.assert_trees_all_close(g_eager, g_jit, rtol=1e-5)
   # New keys and new params values: no retrace.
-  other = jax.tree_util.tree_map(lambda x: x + 0.1, prob.params)
-  traced(jax.random.fold_in(key, 1), other)
-  traced(jax.random.fold_in(key, 2), prob.params)
   keys = jax.random.split(key, 5)
+  key_data = np.asarray(jax.random.key_data(keys))                  # index the keys in NumPy
+  other = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x) + np.float32(0.1)), prob.params)
+  traced(jax.random.wrap_key_data(key_data[0]), other)
+  traced(jax.random.wrap_key_data(key_data[1]), prob.params)
   gs, _ = jax.jit(jax.vmap(est, in_axes=(0, None)))(keys, prob.params)
-  g2, _ = traced(keys[2], prob.params)
-  chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[2], gs), g2, rtol=1e-5)
+  g2, _ = traced(jax.random.wrap_key_data(key_data[2]), prob.params)
+  chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: np.asarray(x)[2], gs), g2, rtol=1e-5)
   # vmap over params too (a batch of problems).
-  batched = jax.tree_util.tree_map(lambda x: jnp.stack([x, x + 1]), prob.params)
-  gp, _ = jax.jit(jax.vmap(est))(keys[:2], batched)
+  batched = jax.tree_util.tree_map(lambda x: jnp.asarray(np.stack([x, np.asarray(x) + 1])), prob.params)
+  gp, _ = jax.jit(jax.vmap(est))(jax.random.wrap_key_data(key_data[:2]), batched)
   chex.assert_shape(gp["mean"], (2, 2))
 
 
 def test_accepts_raw_uint32_keys():
   prob = PROBLEMS["categorical_bandit"]()
   est = pgjax.score_function(prob.f, prob.dist_fn, num_samples=N)
-  g, _ = est(jax.random.PRNGKey(0), prob.params)
+  g, _ = jax.jit(est)(jax.random.PRNGKey(0), prob.params)
   assert g.shape == prob.params.shape
 
 
-@pytest.mark.parametrize("baseline", ["none", "mean", "leave_one_out", "optimal", "optimal_leave_one_out",
-                                      "optimal_per_coordinate", "optimal_per_coordinate_leave_one_out",
-                                      "group_normalize"])
-def test_extreme_logits_give_finite_gradients(baseline, key):
+EXTREME_BASELINES = ["none", "mean", "leave_one_out", "optimal", "optimal_leave_one_out", "optimal_per_coordinate",
+                     "optimal_per_coordinate_leave_one_out", "group_normalize"]
+
+
+@functools.cache
+def _extreme_logits_results(key_data):
+  """Every baseline's (grads, aux) and the exact gradient at extreme logits: one compiled program for all cases."""
   logits = jnp.array([1e4, -1e4, 0.0, 3.0])
   prob = P.categorical_bandit((1.0, 0.0, 0.5, 0.2), logits=logits)
-  g, aux = jax.jit(pgjax.score_function(prob.f, prob.dist_fn, num_samples=16, baseline=baseline))(key, logits)
-  pgjax.testing.assert_tree_all_finite(g, "grads")
-  pgjax.testing.assert_tree_all_finite(aux.baselines, "baselines")
+  ests = {b: pgjax.score_function(prob.f, prob.dist_fn, num_samples=16, baseline=b) for b in EXTREME_BASELINES}
+  exact = pgjax.exact_gradient(prob.f, prob.dist_fn)
+  run = lambda k, l: ({b: est(k, l) for b, est in ests.items()}, exact(None, l)[0])
+  return _numpy(jax.jit(run)(_unhash(key_data), logits))
+
+
+@pytest.mark.parametrize("baseline", EXTREME_BASELINES)
+def test_extreme_logits_give_finite_gradients(baseline, key):
+  results, g_exact = _extreme_logits_results(_hashable(key))
+  g, aux = results[baseline]
+  assert np.all(np.isfinite(g)), g
+  assert np.all(np.isfinite(aux.baselines)), aux.baselines
   # Every sample is the dominant arm (probability 1 - e^-9997): the sampled gradient is ~0, like the true one.
   assert np.all(np.asarray(aux.samples) == 0)
-  g_exact, _ = pgjax.exact_gradient(prob.f, prob.dist_fn)(None, logits)
-  pgjax.testing.assert_tree_all_finite(g_exact, "exact grads")
+  assert np.all(np.isfinite(g_exact)), g_exact
 
 
 def test_group_normalize_zero_variance_gives_zero_gradient(key):
   prob = P.categorical_bandit((1.0, 1.0, 1.0))  # every reward equal
-  g, _ = pgjax.score_function(prob.f, prob.dist_fn, num_samples=8, baseline="group_normalize")(
+  g, _ = jax.jit(pgjax.score_function(prob.f, prob.dist_fn, num_samples=8, baseline="group_normalize"))(
       key, prob.params)
-  np.testing.assert_array_equal(g, jnp.zeros(3))
+  np.testing.assert_array_equal(g, np.zeros(3))
 
 
 # ---------------------------------------------------------------------------------------------- exact oracle
 
 def test_exact_gradient_categorical_bandit_closed_form():
-  r = jnp.array([1.0, 0.0, 0.5, 0.2])
-  logits = jnp.array([0.3, -1.0, 2.0, 0.1])
+  r = np.array([1.0, 0.0, 0.5, 0.2], np.float32)
+  logits = np.array([0.3, -1.0, 2.0, 0.1], np.float32)
   prob = P.categorical_bandit(r, logits=logits)
-  g, aux = pgjax.exact_gradient(prob.f, prob.dist_fn)(None, logits)
+  g, aux = jax.jit(pgjax.exact_gradient(prob.f, prob.dist_fn))(None, prob.params)
   p = np.exp(logits) / np.sum(np.exp(logits))
   np.testing.assert_allclose(g, p * (r - p @ r), atol=1e-7)          # hand formula, in numpy
   np.testing.assert_allclose(aux.value, p @ r, rtol=1e-6)
@@ -218,35 +265,48 @@ def test_exact_gradient_categorical_bandit_closed_form():
 
 def test_exact_gradient_on_products_of_bernoulli_and_categorical():
   prob = P.bernoulli_quadratic(4, logits=[0.3, -0.7, 1.2, 0.0], target=[0.2, 0.8, 0.5, 0.0])
-  g, aux = pgjax.exact_gradient(prob.f, prob.dist_fn)(None, prob.params)
-  np.testing.assert_allclose(g, prob.true_grad(prob.params), atol=1e-6)
-  np.testing.assert_allclose(aux.value, prob.expectation(prob.params), rtol=1e-6)
   # A 2 x 3 grid of independent categoricals, f = product of the first entries' indicator and a sum.
-  logits = jnp.array([[0.1, 0.5, -0.2], [1.0, 0.0, -1.0]])
+  logits = np.array([[0.1, 0.5, -0.2], [1.0, 0.0, -1.0]], np.float32)
   dist_fn = lambda l: distrax.Independent(distrax.Categorical(logits=l), 1)
   f = lambda x: (x[0] == 1) * 1.0 + x[1].astype(jnp.float32)
-  g, aux = pgjax.exact_gradient(f, dist_fn)(None, logits)
-  p = jax.nn.softmax(logits)
-  want = jnp.stack([p[0] * (jnp.array([0.0, 1.0, 0.0]) - p[0, 1]),
-                    p[1] * (jnp.arange(3.0) - p[1] @ jnp.arange(3.0))])
-  np.testing.assert_allclose(g, want, atol=1e-6)
+
+  @jax.jit
+  def run(bernoulli_logits, logits):
+    (g, aux), (g2, aux2) = (pgjax.exact_gradient(prob.f, prob.dist_fn)(None, bernoulli_logits),
+                            pgjax.exact_gradient(f, dist_fn)(None, logits))
+    return g, aux.value, prob.true_grad(bernoulli_logits), prob.expectation(bernoulli_logits), g2
+
+  g, value, true_grad, expectation, g2 = _numpy(run(prob.params, logits))
+  np.testing.assert_allclose(g, true_grad, atol=1e-6)
+  np.testing.assert_allclose(value, expectation, rtol=1e-6)
+  p = np.exp(logits) / np.sum(np.exp(logits), axis=1, keepdims=True)
+  want = np.stack([p[0] * (np.array([0.0, 1.0, 0.0]) - p[0, 1]),
+                   p[1] * (np.arange(3.0) - p[1] @ np.arange(3.0))])
+  np.testing.assert_allclose(g2, want, atol=1e-6)
 
 
 def test_exact_gradient_from_closed_form_expectation():
   prob = P.gaussian_step(3)
-  g, aux = pgjax.exact_gradient(expectation=prob.expectation)(None, prob.params)
-  chex.assert_trees_all_close(g, prob.true_grad(prob.params), atol=1e-6)
+  g, true_grad = jax.jit(lambda p: (pgjax.exact_gradient(expectation=prob.expectation)(None, p)[0],
+                                    prob.true_grad(p)))(prob.params)
+  chex.assert_trees_all_close(g, true_grad, atol=1e-6)
 
 
 def test_problem_expectations_match_monte_carlo(key):
   """The closed-form expectations are checked against plain sample averages (5 SE)."""
-  for name, make in PROBLEMS.items():
-    prob = make()
+  probs = {name: make() for name, make in PROBLEMS.items()}
+
+  def values_and_expectation(prob, key):
     with jax.numpy_rank_promotion("allow"):  # distrax broadcasts implicitly inside `sample`
       x = prob.dist_fn(prob.params).sample(seed=key, sample_shape=(200_000,))
-    v = np.asarray(jax.vmap(prob.f)(x), np.float64)
+    return jax.vmap(prob.f)(x), prob.expectation(prob.params)
+
+  # One compiled program for all problems.
+  out = jax.jit(lambda k: {name: values_and_expectation(prob, k) for name, prob in probs.items()})(key)
+  for name, (v, expectation) in out.items():
+    v = np.asarray(v, np.float64)
     se = v.std() / np.sqrt(v.size)
-    assert abs(v.mean() - float(prob.expectation(prob.params))) < 5 * se + 1e-6, name
+    assert abs(v.mean() - float(expectation)) < 5 * se + 1e-6, name
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -311,9 +371,11 @@ def test_batched_normal_equals_multivariate_normal_diag(key):
   f = lambda x: jnp.sum(jnp.sin(3 * x))
   batched = lambda p: distrax.Normal(p["loc"], jnp.exp(p["log_scale"]))
   joint = lambda p: distrax.MultivariateNormalDiag(p["loc"], jnp.exp(p["log_scale"]))
-  for baseline in ["leave_one_out", "optimal_per_coordinate"]:
-    g1, a1 = jax.jit(pgjax.score_function(f, batched, num_samples=8, baseline=baseline))(key, params)
-    g2, a2 = jax.jit(pgjax.score_function(f, joint, num_samples=8, baseline=baseline))(key, params)
+  baselines = ["leave_one_out", "optimal_per_coordinate"]
+  ests = [(pgjax.score_function(f, batched, num_samples=8, baseline=baseline),
+           pgjax.score_function(f, joint, num_samples=8, baseline=baseline)) for baseline in baselines]
+  outs = jax.jit(lambda k, p: [(e1(k, p), e2(k, p)) for e1, e2 in ests])(key, params)   # one program
+  for (g1, a1), (g2, a2) in outs:
     np.testing.assert_allclose(a1.log_probs, a2.log_probs, rtol=1e-5)
     chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-6)
 
@@ -321,7 +383,8 @@ def test_batched_normal_equals_multivariate_normal_diag(key):
 def test_in_batch_optimal_matches_numpy_and_is_biased_at_small_n(key):
   prob = PROBLEMS["gaussian_quadratic"]()
   est = pgjax.score_function(prob.f, prob.dist_fn, num_samples=4, baseline="optimal")
-  g, aux = est(key, prob.params)
+  reps, (g, aux, truth) = _replicates(_combined(prob, ["optimal", "optimal_leave_one_out"], num_samples=4),
+                                      prob.params, key, 2000, extra=lambda k, p: (*est(k, p), prob.true_grad(p)))
   # NumPy reference from the per-sample scores of the Gaussian: d/dmu = (x-mu)/s^2, d/dlog s = z^2 - 1.
   x = np.asarray(aux.samples, np.float64)
   mu, s = np.asarray(prob.params["mean"], np.float64), np.exp(np.asarray(prob.params["log_std"], np.float64))
@@ -333,8 +396,6 @@ def test_in_batch_optimal_matches_numpy_and_is_biased_at_small_n(key):
   want = np.mean((v - b)[:, None] * scores, axis=0)
   np.testing.assert_allclose(np.concatenate([g["log_std"], g["mean"]]), want, rtol=2e-4, atol=1e-5)
   # In-batch b* is biased at N = 4 (detected), its leave-one-out version is not.
-  truth = prob.true_grad(prob.params)
-  reps = _replicates(_combined(prob, ["optimal", "optimal_leave_one_out"], num_samples=4), prob.params, key, 2000)
   assert not _within(reps["optimal"], truth)[0]
   assert _within(reps["optimal_leave_one_out"], truth)[0]
 
@@ -374,15 +435,18 @@ def test_estimate_is_differentiable_in_baseline_value_closed_form(key):
   est = pgjax.score_function(_bandit_f, _bandit_dist, num_samples=16, baseline="constant")
   loss = lambda c: jnp.sum(est(key, logits, baseline_value=c)[0] ** 2)
   c = 0.3
-  _, aux = est(key, logits, baseline_value=c)
+  eps = 1e-2                                                         # loss is quadratic in c: exact FD
+  # One compiled program: the samples and values, the gradient, and the two finite-difference evaluations.
+  run = jax.jit(lambda c, c_plus, c_minus: (est(key, logits, baseline_value=c)[1], jax.grad(loss)(c),
+                                            loss(c_plus), loss(c_minus)))
+  aux, got, loss_plus, loss_minus = run(c, c + eps, c - eps)
   p = np.exp(np.asarray(logits, np.float64)) / np.sum(np.exp(np.asarray(logits, np.float64)))
   s = np.eye(4)[np.asarray(aux.samples)] - p                         # categorical scores onehot - p
   f = np.asarray(aux.values, np.float64)
   g = np.mean((f - c)[:, None] * s, axis=0)
   want = -2 * g @ np.mean(s, axis=0)
-  got = float(jax.grad(loss)(c))
-  eps = 1e-2                                                         # loss is quadratic in c: exact FD
-  fd = (float(loss(c + eps)) - float(loss(c - eps))) / (2 * eps)
+  got = float(got)
+  fd = (float(loss_plus) - float(loss_minus)) / (2 * eps)
   assert abs(want) > 1e-3
   np.testing.assert_allclose(got, want, rtol=1e-4)
   np.testing.assert_allclose(fd, want, rtol=1e-3)
@@ -397,34 +461,61 @@ def test_estimate_is_differentiable_in_a_hyperparameter_f_closes_over(key):
     return jnp.sum(g ** 2)
 
   # The estimate is linear in `scale`, so ||g||^2 = scale^2 * ||g(1)||^2 and the derivative is 2 scale ||g(1)||^2.
-  np.testing.assert_allclose(jax.grad(total)(1.5), 2 * 1.5 * total(1.0), rtol=1e-5)
+  got, total_1 = _numpy(jax.jit(lambda: (jax.grad(total)(1.5), total(1.0)))())   # one program around both
+  np.testing.assert_allclose(got, 2 * 1.5 * total_1, rtol=1e-5)
 
 
-@pytest.mark.parametrize("baseline", ["optimal", "optimal_leave_one_out", "optimal_per_coordinate"])
+OPTIMAL_BASELINES = ["optimal", "optimal_leave_one_out", "optimal_per_coordinate"]
+
+
+@functools.cache
+def _optimal_baselines_derivatives(key_data, eps):
+  """Per baseline: the samples at logits - eps d, logits, logits + eps d, the loss at logits -/+ eps d and the
+  directional derivative of the loss by jax.grad; one compiled program for every parametrised case."""
+  key = _unhash(key_data)
+  direction = jnp.array([0.3, -0.5, 0.2, 0.1])
+
+  def one(baseline, logits):
+    est = pgjax.score_function(_bandit_f, _bandit_dist, num_samples=16, baseline=baseline)
+    loss_and_samples = lambda l: (lambda g, aux: (jnp.sum(g ** 2), aux.samples))(*est(key, l))
+    (loss_minus, x_minus), (_, x0), (loss_plus, x_plus) = [loss_and_samples(logits + sign * eps * direction)
+                                                           for sign in (-1, 0, 1)]
+    got = jnp.vdot(jax.grad(lambda l: loss_and_samples(l)[0])(logits), direction)
+    return (x_minus, x0, x_plus), (loss_minus, loss_plus), got
+
+  return _numpy(jax.jit(lambda l: {b: one(b, l) for b in OPTIMAL_BASELINES})(_bandit_logits()))
+
+
+@pytest.mark.parametrize("baseline", OPTIMAL_BASELINES)
 def test_optimal_baselines_differentiable_in_params_with_samples_fixed(baseline, key):
   """Categorical samples do not move under a small change of the logits, so central finite differences in
   the logits measure the estimate's derivative with the samples fixed, which jax.grad must reproduce."""
-  est = pgjax.score_function(_bandit_f, _bandit_dist, num_samples=16, baseline=baseline)
-  loss = lambda l: jnp.sum(est(key, l)[0] ** 2)
-  logits = _bandit_logits()
-  x0 = est(key, logits)[1].samples
-  direction = jnp.array([0.3, -0.5, 0.2, 0.1])
   eps = 1e-3
-  for sign in (1, -1):
-    np.testing.assert_array_equal(est(key, logits + sign * eps * direction)[1].samples, x0)
-  fd = (float(loss(logits + eps * direction)) - float(loss(logits - eps * direction))) / (2 * eps)
-  got = float(jnp.vdot(jax.grad(loss)(logits), direction))
-  np.testing.assert_allclose(got, fd, rtol=2e-2, atol=1e-4)
+  (x_minus, x0, x_plus), (loss_minus, loss_plus), got = _optimal_baselines_derivatives(
+      _hashable(key), eps)[baseline]
+  for x in (x_plus, x_minus):
+    np.testing.assert_array_equal(x, x0)
+  fd = (float(loss_plus) - float(loss_minus)) / (2 * eps)
+  np.testing.assert_allclose(float(got), fd, rtol=2e-2, atol=1e-4)
 
 
-@pytest.mark.parametrize("baseline", ["none", 0.3, "constant", "mean", "leave_one_out", "optimal",
-                                      "optimal_leave_one_out", "optimal_per_coordinate",
-                                      "optimal_per_coordinate_leave_one_out", "group_normalize"])
-def test_nan_value_propagates_into_the_estimate(baseline, key):
-  """NaN policy: one NaN f(x_i) makes the estimate NaN with every baseline (never a finite number)."""
+NAN_BASELINES = ["none", 0.3, "constant", "mean", "leave_one_out", "optimal", "optimal_leave_one_out",
+                 "optimal_per_coordinate", "optimal_per_coordinate_leave_one_out", "group_normalize"]
+
+
+@functools.cache
+def _nan_value_results(key_data):
+  """Per baseline (by index): the estimate and aux with f NaN on arm 0; one compiled program for all cases."""
   logits = jnp.array([2.0, 0.0, 0.0, 0.0])
   nan_f = lambda a: jnp.where(a == 0, jnp.nan, _bandit_f(a))
-  g, aux = jax.jit(pgjax.score_function(nan_f, _bandit_dist, num_samples=8, baseline=baseline))(key, logits)
+  ests = [pgjax.score_function(nan_f, _bandit_dist, num_samples=8, baseline=b) for b in NAN_BASELINES]
+  return _numpy(jax.jit(lambda k, l: [est(k, l) for est in ests])(_unhash(key_data), logits))
+
+
+@pytest.mark.parametrize("baseline", NAN_BASELINES)
+def test_nan_value_propagates_into_the_estimate(baseline, key):
+  """NaN policy: one NaN f(x_i) makes the estimate NaN with every baseline (never a finite number)."""
+  g, aux = _nan_value_results(_hashable(key))[NAN_BASELINES.index(baseline)]
   assert np.isnan(np.asarray(aux.values)).any() and not np.isnan(np.asarray(aux.values)).all()
   assert np.isnan(np.asarray(g)).any()
 
@@ -439,7 +530,7 @@ def test_dist_fn_returning_an_array_raises_naming_dist_fn(key):
 
 def test_integer_params_raise_naming_params(key):
   prob = P.gaussian_quadratic(2)
-  ints = jax.tree_util.tree_map(lambda x: x.astype(jnp.int32), prob.params)
+  ints = jax.tree_util.tree_map(lambda x: jnp.asarray(np.asarray(x).astype(np.int32)), prob.params)
   for est in (pgjax.score_function(prob.f, prob.dist_fn, num_samples=4),
               pgjax.score_function(prob.f, prob.dist_fn, num_samples=4, baseline="optimal"),
               pgjax.pathwise(prob.f, prob.dist_fn, num_samples=4),
@@ -457,7 +548,9 @@ def test_pathwise_nan_in_f_propagates(key):
 
 
 def test_exact_gradient_counts_its_evaluations():
-  _, aux = pgjax.exact_gradient(_bandit_f, _bandit_dist)(None, _bandit_logits())
+  enumerated = pgjax.exact_gradient(_bandit_f, _bandit_dist)
+  closed_form = pgjax.exact_gradient(expectation=lambda l: jnp.sum(jax.nn.softmax(l)))
+  both = jax.jit(lambda l: (enumerated(None, l), closed_form(None, l)))
+  (_, aux), (_, aux_closed) = _numpy(both(_bandit_logits()))
   assert aux.num_evaluations == 4
-  _, aux = pgjax.exact_gradient(expectation=lambda l: jnp.sum(jax.nn.softmax(l)))(None, _bandit_logits())
-  assert aux.num_evaluations == 0
+  assert aux_closed.num_evaluations == 0
