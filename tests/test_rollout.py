@@ -19,23 +19,30 @@ def gaussian_policy(theta, obs):
   return distrax.Normal(theta["k"] * obs, jnp.exp(theta["log_std"]))
 
 
-THETA = {"k": jnp.array(-0.5), "log_std": jnp.array(-1.0)}
+THETA = {"k": np.asarray(-0.5, np.float32), "log_std": np.asarray(-1.0, np.float32)}
 
 
 def test_time_major_shapes_dones_and_auto_reset():
-  traj = pgjax.rollout(jax.random.key(0), gaussian_policy, THETA, ENV, PARAMS, num_steps=7)
+
+  @jax.jit
+  def roll(key, theta):
+    traj = pgjax.rollout(key, gaussian_policy, theta, ENV, PARAMS, num_steps=7)
+    # Behaviour log-probs are the policy's log-density of the recorded actions.
+    lp = jax.vmap(lambda o, a: gaussian_policy(theta, o).log_prob(a).sum())(traj.obs, traj.actions)
+    return traj, lp
+
+  traj, lp = jax.device_get(roll(jax.random.key(0), THETA))
   assert traj.obs.shape == (7, 1) and traj.actions.shape == (7, 1)
   for x in (traj.rewards, traj.dones, traj.log_probs, traj.terminations, traj.truncations):
     assert x.shape == (7,)
   np.testing.assert_array_equal(traj.dones, [0, 0, 1, 0, 0, 1, 0])
   np.testing.assert_array_equal(traj.truncations, traj.dones)
-  assert not bool(jnp.any(traj.terminations))
+  assert not bool(np.any(traj.terminations))
   # Each episode starts at s0 = 1; within an episode s' = s + a.
   np.testing.assert_allclose(traj.obs[[0, 3, 6], 0], 1.0)
   np.testing.assert_allclose(traj.obs[1:3, 0], traj.obs[:2, 0] + traj.actions[:2, 0], rtol=1e-6)
   np.testing.assert_allclose(traj.rewards, -(traj.obs[:, 0] ** 2 + traj.actions[:, 0] ** 2), rtol=1e-6)
-  # Behaviour log-probs are the policy's log-density of the recorded actions.
-  lp = jax.vmap(lambda o, a: gaussian_policy(THETA, o).log_prob(a).sum())(traj.obs, traj.actions)
+  # Behaviour log-probs are the policy's log-density of the recorded actions (lp, computed above).
   np.testing.assert_allclose(traj.log_probs, lp, rtol=1e-5)
   np.testing.assert_allclose(traj.final.obs, traj.obs[6] + traj.actions[6], rtol=1e-6)
   # next_obs: s_{t+1} before the automatic reset (s + a, also at the truncated steps 2 and 5), which
@@ -50,20 +57,26 @@ def test_log_probs_carry_no_gradient():
   def f(theta):
     return jnp.sum(pgjax.rollout(jax.random.key(0), gaussian_policy, theta, ENV, PARAMS,
                                  num_steps=4).log_probs)
-  g = jax.grad(f)(THETA)
+  g = jax.jit(jax.grad(f))(THETA)
   assert float(g["k"]) == 0.0 and float(g["log_std"]) == 0.0
 
 
 def test_num_envs_and_continuation():
-  traj = pgjax.rollout(jax.random.key(1), gaussian_policy, THETA, ENV, PARAMS, num_steps=5, num_envs=4)
+
+  @jax.jit
+  def rollouts(theta):
+    traj = pgjax.rollout(jax.random.key(1), gaussian_policy, theta, ENV, PARAMS, num_steps=5, num_envs=4)
+    # Env i's stream equals a single rollout with key split(key, 4)[i].
+    single = pgjax.rollout(jax.random.split(jax.random.key(1), 4)[2], gaussian_policy, theta, ENV,
+                           PARAMS, num_steps=5)
+    more = pgjax.rollout(jax.random.key(2), gaussian_policy, theta, ENV, PARAMS, num_steps=2,
+                         num_envs=4, init=traj.final)
+    return traj, single, more
+
+  traj, single, more = jax.device_get(rollouts(THETA))
   assert traj.obs.shape == (5, 4, 1) and traj.rewards.shape == (5, 4) and traj.next_obs.shape == (5, 4, 1)
   assert traj.final.obs.shape == (4, 1)
-  # Env i's stream equals a single rollout with key split(key, 4)[i].
-  single = pgjax.rollout(jax.random.split(jax.random.key(1), 4)[2], gaussian_policy, THETA, ENV,
-                         PARAMS, num_steps=5)
   np.testing.assert_allclose(traj.actions[:, 2], single.actions, rtol=1e-6)
-  more = pgjax.rollout(jax.random.key(2), gaussian_policy, THETA, ENV, PARAMS, num_steps=2,
-                       num_envs=4, init=traj.final)
   np.testing.assert_allclose(more.obs[0], traj.final.obs)
   # 5 steps then 2: the episode that started at t=3 ends at the 6th step overall (index 0 here).
   np.testing.assert_array_equal(more.dones[:, 0], [True, False])
@@ -92,9 +105,14 @@ def test_flax_linen_policy_on_cartpole():
       return nn.Dense(2)(nn.tanh(nn.Dense(16)(x)))
 
   model = MLP()
-  params = model.init(jax.random.key(0), jnp.zeros(4))
   apply = lambda p, o: distrax.Categorical(logits=model.apply(p, o))
-  traj = pgjax.rollout(jax.random.key(1), apply, params, env, env_params, num_steps=50, num_envs=3)
+
+  @jax.jit
+  def init_and_roll(env_params):
+    params = model.init(jax.random.key(0), jnp.zeros(4))
+    return pgjax.rollout(jax.random.key(1), apply, params, env, env_params, num_steps=50, num_envs=3)
+
+  traj = init_and_roll(env_params)
   assert traj.obs.shape == (50, 3, 4) and traj.actions.dtype == jnp.int32
 
 
@@ -126,8 +144,14 @@ def test_flax_nnx_policy_via_split_merge():
 
   graphdef, state = nnx.split(Net(nnx.Rngs(0)))
   apply = lambda s, o: distrax.MultivariateNormalDiag(nnx.merge(graphdef, s)(o), jnp.ones(1))
-  traj = pgjax.rollout(jax.random.key(0), apply, state, ENV, PARAMS, num_steps=4)
+
+  @jax.jit
+  def roll_and_grad(state):
+    traj = pgjax.rollout(jax.random.key(0), apply, state, ENV, PARAMS, num_steps=4)
+    # the loss is differentiable with respect to the nnx state (a pytree)
+    loss = lambda s: jnp.sum(jax.vmap(lambda o, a: apply(s, o).log_prob(a))(traj.obs, traj.actions))
+    return traj, jax.grad(loss)(state)
+
+  traj, g = roll_and_grad(state)
   assert traj.actions.shape == (4, 1)
-  # the loss is differentiable with respect to the nnx state (a pytree)
-  g = jax.grad(lambda s: jnp.sum(jax.vmap(lambda o, a: apply(s, o).log_prob(a))(traj.obs, traj.actions)))(state)
-  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
+  assert all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(g))
