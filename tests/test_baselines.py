@@ -11,62 +11,83 @@ import pgjax
 from pgjax import baselines
 from pgjax import problems as P
 
-R = jnp.array([1.0, 2.0, 4.0, 7.0])
-SQ = jnp.array([1.0, 0.0, 2.0, 1.0])
+
+
+def _f32(x):
+  """A float32 JAX array built from NumPy (``jax.device_put``: a transfer, no compiled program)."""
+  return jax.device_put(np.asarray(x, np.float32))
+
+
+def _jit(fn, *args):
+  """``fn(*args)`` as one compiled program, its results as NumPy arrays (checked in NumPy)."""
+  return jax.tree_util.tree_map(np.asarray, jax.jit(fn)(*args))
+
+
+R = _f32([1.0, 2.0, 4.0, 7.0])
+SQ = _f32([1.0, 0.0, 2.0, 1.0])
 LOO_R = [13 / 3, 12 / 3, 10 / 3, 7 / 3]                     # (14 - r_i) / 3
 OPT_LOO_R = [(16 - 1) / 3, 16 / 4, (16 - 8) / 2, (16 - 7) / 3]  # (16 - f_i s_i^2) / (4 - s_i^2)
 
 
 def test_none_constant_mean():
-  np.testing.assert_array_equal(baselines.none(R), [0, 0, 0, 0])
-  np.testing.assert_array_equal(baselines.constant(R, 2.5), [2.5] * 4)
-  np.testing.assert_allclose(baselines.batch_mean(R), [3.5] * 4)
+  none, const, mean = _jit(lambda r: (baselines.none(r), baselines.constant(r, 2.5), baselines.batch_mean(r)), R)
+  np.testing.assert_array_equal(none, [0, 0, 0, 0])
+  np.testing.assert_array_equal(const, [2.5] * 4)
+  np.testing.assert_allclose(mean, [3.5] * 4)
 
 
 def test_leave_one_out_hand_computed():
-  np.testing.assert_allclose(baselines.leave_one_out(R), LOO_R, rtol=1e-6)
+  np.testing.assert_allclose(_jit(baselines.leave_one_out, R), LOO_R, rtol=1e-6)
 
 
 def test_optimal_hand_computed():
   # sum f s^2 / sum s^2 = (1 + 0 + 8 + 7) / 4 = 4
-  np.testing.assert_allclose(baselines.optimal(R, SQ), [4.0] * 4, rtol=1e-6)
-  np.testing.assert_allclose(baselines.optimal_leave_one_out(R, SQ), OPT_LOO_R, rtol=1e-6)
+  opt, opt_loo = _jit(lambda r, s: (baselines.optimal(r, s), baselines.optimal_leave_one_out(r, s)), R, SQ)
+  np.testing.assert_allclose(opt, [4.0] * 4, rtol=1e-6)
+  np.testing.assert_allclose(opt_loo, OPT_LOO_R, rtol=1e-6)
 
 
 def test_optimal_zero_scores_falls_back_to_mean():
-  np.testing.assert_allclose(baselines.optimal(R, jnp.zeros(4)), [3.5] * 4)
-  np.testing.assert_allclose(baselines.optimal_leave_one_out(R, jnp.zeros(4)), LOO_R, rtol=1e-6)
+  opt, opt_loo = _jit(lambda r, s: (baselines.optimal(r, s), baselines.optimal_leave_one_out(r, s)),
+                      R, _f32(np.zeros(4)))
+  np.testing.assert_allclose(opt, [3.5] * 4)
+  np.testing.assert_allclose(opt_loo, LOO_R, rtol=1e-6)
 
 
 def test_optimal_per_coordinate_hand_computed():
-  sq = jnp.stack([SQ, jnp.ones(4)], axis=1)  # column 2: plain mean
-  b = baselines.optimal_per_coordinate(R, sq)
+  sq = _f32(np.stack([SQ, np.ones(4)], axis=1))  # column 2: plain mean
+  b, b_loo = _jit(lambda r, s: (baselines.optimal_per_coordinate(r, s),
+                                baselines.optimal_per_coordinate_leave_one_out(r, s)), R, sq)
   np.testing.assert_allclose(b, np.tile([4.0, 3.5], (4, 1)), rtol=1e-6)
-  b_loo = baselines.optimal_per_coordinate_leave_one_out(R, sq)
   np.testing.assert_allclose(b_loo[:, 0], OPT_LOO_R, rtol=1e-6)
   np.testing.assert_allclose(b_loo[:, 1], LOO_R, rtol=1e-6)
 
 
 def test_baselines_broadcast_over_leading_axes():
   """Rewards [K, M, N] (samples last): each row gets its own baseline (hand-computed rows)."""
-  rows = jnp.stack([R, 2 * R, R + 1])                           # [3, 4]
-  r = jnp.stack([rows, rows])                                    # [2, 3, 4]
-  sq = jnp.broadcast_to(SQ, r.shape)
+  r_np, sq_np = np.asarray(R), np.asarray(SQ)
+  rows = np.stack([r_np, 2 * r_np, r_np + 1])                    # [3, 4]
+  r = np.stack([rows, rows])                                     # [2, 3, 4]
+  sq = np.broadcast_to(sq_np, r.shape)
+  sq_scores = np.stack([sq, np.ones_like(sq)], axis=-1)          # [2, 3, 4, 2]
+  mean, loo, opt, opt_loo, b, const = _jit(
+      lambda r, sq, sq_scores, rows, c: (
+          baselines.batch_mean(r), baselines.leave_one_out(r), baselines.optimal(r, sq),
+          baselines.optimal_leave_one_out(r, sq), baselines.optimal_per_coordinate_leave_one_out(r, sq_scores),
+          baselines.constant(rows, c)),
+      _f32(r), _f32(sq), _f32(sq_scores), _f32(rows), _f32([1.0, 2.0, 3.0]))
   want_mean = np.broadcast_to(np.array([3.5, 7.0, 4.5])[:, None], (3, 4))
-  np.testing.assert_allclose(baselines.batch_mean(r), np.stack([want_mean] * 2), rtol=1e-6)
+  np.testing.assert_allclose(mean, np.stack([want_mean] * 2), rtol=1e-6)
   want_loo = np.array([LOO_R, 2 * np.array(LOO_R), np.array(LOO_R) + 1])
-  np.testing.assert_allclose(baselines.leave_one_out(r), np.stack([want_loo] * 2), rtol=1e-6)
+  np.testing.assert_allclose(loo, np.stack([want_loo] * 2), rtol=1e-6)
   want_opt = np.array([[4.0] * 4, [8.0] * 4, [5.0] * 4])
-  np.testing.assert_allclose(baselines.optimal(r, sq), np.stack([want_opt] * 2), rtol=1e-6)
+  np.testing.assert_allclose(opt, np.stack([want_opt] * 2), rtol=1e-6)
   want_opt_loo = np.array([OPT_LOO_R, 2 * np.array(OPT_LOO_R), np.array(OPT_LOO_R) + 1])
-  np.testing.assert_allclose(baselines.optimal_leave_one_out(r, sq), np.stack([want_opt_loo] * 2), rtol=1e-6)
-  sq_scores = jnp.stack([sq, jnp.ones_like(sq)], axis=-1)       # [2, 3, 4, 2]
-  b = baselines.optimal_per_coordinate_leave_one_out(r, sq_scores)
+  np.testing.assert_allclose(opt_loo, np.stack([want_opt_loo] * 2), rtol=1e-6)
   assert b.shape == (2, 3, 4, 2)
   np.testing.assert_allclose(b[1, :, :, 0], want_opt_loo, rtol=1e-6)
   np.testing.assert_allclose(b[1, :, :, 1], want_loo, rtol=1e-6)
-  np.testing.assert_allclose(baselines.constant(rows, jnp.array([1.0, 2.0, 3.0])),
-                             np.repeat([[1.0], [2.0], [3.0]], 4, axis=1))
+  np.testing.assert_allclose(const, np.repeat([[1.0], [2.0], [3.0]], 4, axis=1))
 
 
 # ------------------------------------------------------------------------------------------------ resolver
@@ -86,22 +107,31 @@ def test_get_describes_each_registered_baseline():
 
 
 def test_get_numbers_callables_and_custom_baselines():
-  np.testing.assert_array_equal(baselines.get(2.5)(R), [2.5] * 4)
-  np.testing.assert_array_equal(baselines.get(np.float32(1.5)).weights(R), R - 1.5)
-  np.testing.assert_allclose(baselines.get("constant").weights(R, value=1.0), R - 1.0)
-  np.testing.assert_allclose(baselines.get("leave_one_out").weights(R), np.array(R) - LOO_R, rtol=1e-6)
-  np.testing.assert_allclose(baselines.get("optimal").weights(R, sq_norms=SQ), R - 4.0, rtol=1e-6)
   # A user's [N] -> [N] callable is applied to each row of [..., N].
   median = lambda r: jnp.full_like(r, jnp.median(r))
   spec = baselines.get(median)
   assert spec.unbiased is None
-  np.testing.assert_allclose(spec(jnp.stack([R, 2 * R])), [[3.0] * 4, [6.0] * 4])
   # A custom Baseline with its own inputs is used as given.
   custom = baselines.Baseline("scaled", lambda r, sq_norms: 0.5 * sq_norms, ("sq_norms",), 1, True)
   assert baselines.get(custom) is custom
-  np.testing.assert_allclose(custom.weights(R, sq_norms=SQ), R - 0.5 * SQ)
+  # Every baseline's output in one compiled program; checked below in NumPy.
+  (number, np_number, const, loo, opt, rowwise, custom_w, group) = _jit(
+      lambda r, sq, rows, pair: (
+          baselines.get(2.5)(r), baselines.get(np.float32(1.5)).weights(r),
+          baselines.get("constant").weights(r, value=1.0), baselines.get("leave_one_out").weights(r),
+          baselines.get("optimal").weights(r, sq_norms=sq), spec(rows), custom.weights(r, sq_norms=sq),
+          baselines.get("group_normalize").weights(pair)),
+      R, SQ, _f32(np.stack([R, 2 * np.asarray(R)])), _f32([1.0, 3.0]))
+  r, sq = np.asarray(R), np.asarray(SQ)
+  np.testing.assert_array_equal(number, [2.5] * 4)
+  np.testing.assert_array_equal(np_number, r - np.float32(1.5))
+  np.testing.assert_allclose(const, r - 1.0)
+  np.testing.assert_allclose(loo, r - LOO_R, rtol=1e-6)
+  np.testing.assert_allclose(opt, r - 4.0, rtol=1e-6)
+  np.testing.assert_allclose(rowwise, [[3.0] * 4, [6.0] * 4])
+  np.testing.assert_allclose(custom_w, r - 0.5 * sq)
   # group_normalize gives the weights themselves.
-  np.testing.assert_allclose(baselines.get("group_normalize").weights(jnp.array([1.0, 3.0])), [-1.0, 1.0])
+  np.testing.assert_allclose(group, [-1.0, 1.0])
 
 
 def test_get_rejects_bad_baselines_naming_the_argument():
@@ -121,17 +151,28 @@ def test_get_rejects_bad_baselines_naming_the_argument():
 
 # ------------------------------------------------------------------------------------------------ NaN policy
 
+@functools.cache
+def _nan_reward_weights():
+  """Every registered baseline's weights with reward 1 NaN: one compiled program shared by the cases below."""
+  def weights(r, sq_norms, sq_scores):
+    return {name: baselines.get(name).weights(r, value=0.5, sq_norms=sq_norms, sq_scores=sq_scores)
+            for name in baselines.names()}
+  sq = np.asarray(SQ) + 1.0
+  return _jit(weights, _f32([1.0, np.nan, 4.0, 7.0]), _f32(sq), _f32(np.stack([sq] * 2, -1)))
+
+
 @pytest.mark.parametrize("name", sorted(set(baselines.names())))
 def test_nan_reward_propagates_into_the_weights(name):
   """NaN policy: a NaN reward makes the estimate sum_i w_i s_i NaN; it is never zeroed or ranked away."""
-  r = jnp.array([1.0, jnp.nan, 4.0, 7.0])
-  w = baselines.get(name).weights(r, value=0.5, sq_norms=SQ + 1.0, sq_scores=jnp.stack([SQ + 1.0] * 2, -1))
+  w = _nan_reward_weights()[name]
   assert np.isnan(np.asarray(w)[1]).all()
   assert np.isnan(np.sum(np.asarray(w) * np.ones_like(np.asarray(w))))
 
 
 def test_group_normalize_nan_gives_nan_not_zero():
-  adv = baselines.group_normalize(jnp.array([[1.0, jnp.nan, 3.0], [1.0, 2.0, 3.0]]))
+  # Eager on purpose: jit-compiled, XLA turns the mean's division by 3 into a multiplication by float32(1/3)
+  # and the middle advantage comes out as -7e-8, not the exact 0 this check (relative tolerance, target 0) asks.
+  adv = np.asarray(baselines.group_normalize(_f32([[1.0, np.nan, 3.0], [1.0, 2.0, 3.0]])))
   assert np.isnan(np.asarray(adv[0])).all()
   np.testing.assert_allclose(adv[1], [-np.sqrt(1.5), 0.0, np.sqrt(1.5)], rtol=1e-6)
 
@@ -139,64 +180,84 @@ def test_group_normalize_nan_gives_nan_not_zero():
 # ------------------------------------------------------------------------------------------------ gradients
 
 def test_optimal_baselines_are_differentiable_in_their_inputs():
+  d_sq, d_r, d_sq_loo, d_sq_at_zero = _jit(lambda r, sq, zeros: (
+      jax.grad(lambda s: baselines.optimal(r, s)[0])(sq), jax.grad(lambda r: baselines.optimal(r, sq)[0])(r),
+      jax.grad(lambda s: baselines.optimal_leave_one_out(r, s)[0])(sq),
+      jax.grad(lambda s: jnp.sum(baselines.optimal(r, s)))(zeros)), R, SQ, _f32(np.zeros(4)))
+  r, sq = np.asarray(R), np.asarray(SQ)
   # d b*/d s_j = (f_j - b*) / sum s = (f_j - 4) / 4; d b*/d f_j = s_j / sum s.
-  np.testing.assert_allclose(jax.grad(lambda s: baselines.optimal(R, s)[0])(SQ), (R - 4.0) / 4.0, rtol=1e-6)
-  np.testing.assert_allclose(jax.grad(lambda r: baselines.optimal(r, SQ)[0])(R), SQ / 4.0, rtol=1e-6)
+  np.testing.assert_allclose(d_sq, (r - 4.0) / 4.0, rtol=1e-6)
+  np.testing.assert_allclose(d_r, sq / 4.0, rtol=1e-6)
   # Leave-one-out, b_0 = sum_{j>0} f_j s_j / sum_{j>0} s_j = 15/3: d b_0 / d s_j = (f_j - 5)/3 for j > 0.
-  g = jax.grad(lambda s: baselines.optimal_leave_one_out(R, s)[0])(SQ)
-  np.testing.assert_allclose(g, [0.0, (2 - 5) / 3, (4 - 5) / 3, (7 - 5) / 3], rtol=1e-6, atol=1e-7)
-  assert np.all(np.isfinite(jax.grad(lambda s: jnp.sum(baselines.optimal(R, s)))(jnp.zeros(4))))
+  np.testing.assert_allclose(d_sq_loo, [0.0, (2 - 5) / 3, (4 - 5) / 3, (7 - 5) / 3], rtol=1e-6, atol=1e-7)
+  assert np.all(np.isfinite(d_sq_at_zero))
 
 
 # ------------------------------------------------------------------------------------------------ EMA
 
 def test_ema_sequence_hand_computed():
-  state = baselines.ema_init()
-  b1, state = baselines.ema_update(state, jnp.array([2.0, 4.0]), decay=0.5)
+  def sequence(r1, r2, r3):
+    state = baselines.ema_init()
+    b1, state = baselines.ema_update(state, r1, decay=0.5)
+    b2, state = baselines.ema_update(state, r2, decay=0.5)
+    b3, _ = baselines.ema_update(state, r3, decay=0.5)
+    b_raw, _ = baselines.ema_update(state, r3, decay=0.5, debias=False)
+    return b1, b2, b3, b_raw
+
+  b1, b2, b3, b_raw = _jit(sequence, _f32([2.0, 4.0]), _f32([6.0, 6.0]), _f32([0.0]))
   np.testing.assert_allclose(b1, [0.0, 0.0])            # nothing seen yet
-  b2, state = baselines.ema_update(state, jnp.array([6.0, 6.0]), decay=0.5)
   np.testing.assert_allclose(b2, [3.0, 3.0])            # debiased: 0.5*3 / (1 - 0.5)
-  b3, _ = baselines.ema_update(state, jnp.array([0.0]), decay=0.5)
   # m2 = 0.5*1.5 + 0.5*6 = 3.75; debias 1 - 0.25 = 0.75 -> 5
   np.testing.assert_allclose(b3, [5.0], rtol=1e-6)
-  b_raw, _ = baselines.ema_update(state, jnp.array([0.0]), decay=0.5, debias=False)
   np.testing.assert_allclose(b_raw, [3.75], rtol=1e-6)
 
 
 def test_ema_value_before_sampling_and_fold_after():
-  state = baselines.ema_init()
-  np.testing.assert_allclose(baselines.ema_value(state, decay=0.5), 0.0)
-  state = baselines.ema_fold(state, jnp.array([2.0, 4.0]), decay=0.5)
-  np.testing.assert_allclose(baselines.ema_value(state, decay=0.5), 3.0)    # 0.5*3 / (1 - 0.5)
-  state = baselines.ema_fold(state, jnp.array([6.0, 6.0]), decay=0.5)
-  np.testing.assert_allclose(baselines.ema_value(state, decay=0.5), 5.0)    # 3.75 / 0.75
-  # One EMA per row of [K, N] rewards.
-  rows = baselines.ema_fold(baselines.ema_init(jnp.zeros(2)), jnp.array([[1.0, 3.0], [5.0, 7.0]]), decay=0.5)
-  np.testing.assert_allclose(baselines.ema_value(rows, decay=0.5), [2.0, 6.0])
+  def values(r1, r2, rows_rewards):
+    state = baselines.ema_init()
+    v0 = baselines.ema_value(state, decay=0.5)
+    state = baselines.ema_fold(state, r1, decay=0.5)
+    v1 = baselines.ema_value(state, decay=0.5)
+    state = baselines.ema_fold(state, r2, decay=0.5)
+    v2 = baselines.ema_value(state, decay=0.5)
+    # One EMA per row of [K, N] rewards.
+    rows = baselines.ema_fold(baselines.ema_init(jnp.zeros(2)), rows_rewards, decay=0.5)
+    return v0, v1, v2, baselines.ema_value(rows, decay=0.5)
+
+  v0, v1, v2, v_rows = _jit(values, _f32([2.0, 4.0]), _f32([6.0, 6.0]), _f32([[1.0, 3.0], [5.0, 7.0]]))
+  np.testing.assert_allclose(v0, 0.0)
+  np.testing.assert_allclose(v1, 3.0)    # 0.5*3 / (1 - 0.5)
+  np.testing.assert_allclose(v2, 5.0)    # 3.75 / 0.75
+  np.testing.assert_allclose(v_rows, [2.0, 6.0])
 
 
 def test_ema_is_jittable_and_scannable():
   def step(state, r):
     b, state = baselines.ema_update(state, r, decay=0.9)
     return state, b[0]
-  _, bs = jax.jit(lambda rs: jax.lax.scan(step, baselines.ema_init(), rs))(jnp.ones((20, 3)))
-  np.testing.assert_allclose(bs[1:], 1.0, rtol=1e-6)    # debiased EMA of a constant is the constant
+  _, bs = jax.jit(lambda rs: jax.lax.scan(step, baselines.ema_init(), rs))(_f32(np.ones((20, 3))))
+  np.testing.assert_allclose(np.asarray(bs)[1:], 1.0, rtol=1e-6)    # debiased EMA of a constant is the constant
 
 
 def test_ema_with_nonzero_initial_value():
-  state = baselines.ema_init(5.0)
-  outs = []
-  for _ in range(3):
-    b, state = baselines.ema_update(state, jnp.full((4,), 5.0), decay=0.9)
-    outs.append(float(b[0]))
-  np.testing.assert_allclose(outs, [5.0, 5.0, 5.0], rtol=1e-6)
-  # Debiasing removes the initial value's weight: after one batch of 1.0 the baseline is exactly 1.0.
-  state = baselines.ema_init(5.0)
-  _, state = baselines.ema_update(state, jnp.ones(2), decay=0.9)
-  b, _ = baselines.ema_update(state, jnp.ones(2), decay=0.9)
-  np.testing.assert_allclose(b, [1.0, 1.0], rtol=1e-4)  # float32 cancellation in m_t - decay^t m_0
+  def run(fives, ones):
+    state = baselines.ema_init(5.0)
+    outs = []
+    for _ in range(3):
+      b, state = baselines.ema_update(state, fives, decay=0.9)
+      outs.append(b[0])
+    # Debiasing removes the initial value's weight: after one batch of 1.0 the baseline is exactly 1.0.
+    state = baselines.ema_init(5.0)
+    _, state = baselines.ema_update(state, ones, decay=0.9)
+    b, state = baselines.ema_update(state, ones, decay=0.9)
+    return outs, b, state
+
+  ones = _f32(np.ones(2))
+  outs, b, state = jax.jit(run)(_f32(np.full((4,), 5.0)), ones)
+  np.testing.assert_allclose(np.asarray(outs), [5.0, 5.0, 5.0], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(b), [1.0, 1.0], rtol=1e-4)  # float32 cancellation in m_t - decay^t m_0
   with pytest.raises(ValueError, match="decay"):
-    baselines.ema_update(state, jnp.ones(2), decay=1.0)
+    baselines.ema_update(state, ones, decay=1.0)
   with pytest.raises(ValueError, match="decay"):
     baselines.ema_value(state, decay=-0.1)
 
@@ -204,31 +265,32 @@ def test_ema_with_nonzero_initial_value():
 # ------------------------------------------------------------------------------------------------ misc
 
 def test_group_normalize():
-  r = jnp.array([[1.0, 3.0], [5.0, 5.0]])
-  adv = baselines.group_normalize(r)
+  adv, tiny, adv_ddof1 = _jit(lambda r, t, pair: (baselines.group_normalize(r), baselines.group_normalize(t),
+                                                  baselines.group_normalize(pair, ddof=1)),
+                              _f32([[1.0, 3.0], [5.0, 5.0]]), _f32([1.0, 1.0 + 1e-9, 1.0]), _f32([0.0, 2.0]))
   np.testing.assert_allclose(adv, [[-1.0, 1.0], [0.0, 0.0]], atol=1e-6)  # zero-variance group -> 0
-  tiny = baselines.group_normalize(jnp.array([1.0, 1.0 + 1e-9, 1.0]))
   assert np.all(np.isfinite(tiny)) and np.max(np.abs(tiny)) == 0.0
-  np.testing.assert_allclose(baselines.group_normalize(jnp.array([0.0, 2.0]), ddof=1),
-                             [-1 / np.sqrt(2), 1 / np.sqrt(2)], rtol=1e-6)
+  np.testing.assert_allclose(adv_ddof1, [-1 / np.sqrt(2), 1 / np.sqrt(2)], rtol=1e-6)
 
 
 def test_low_precision_rewards_keep_their_dtype():
-  r16 = R.astype(jnp.bfloat16)
-  for fn in (baselines.batch_mean, baselines.leave_one_out, baselines.group_normalize):
-    assert fn(r16).dtype == jnp.bfloat16
-  b = baselines.optimal_leave_one_out(r16, SQ.astype(jnp.bfloat16))
+  r16, sq16 = (jax.device_put(np.asarray(x).astype(jnp.bfloat16)) for x in (R, SQ))
+  outs, b = jax.jit(lambda r, sq: ([fn(r) for fn in (baselines.batch_mean, baselines.leave_one_out,
+                                                     baselines.group_normalize)],
+                                   baselines.optimal_leave_one_out(r, sq)))(r16, sq16)
+  for out in outs:
+    assert out.dtype == jnp.bfloat16
   assert b.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(b, np.float32), OPT_LOO_R, rtol=1e-2)
 
 
 @pytest.mark.parametrize("fn, args, match", [
-    (baselines.leave_one_out, (jnp.array([1.0]),), "at least 2 samples"),
-    (baselines.optimal_leave_one_out, (jnp.array([1.0]), jnp.array([1.0])), "at least 2 samples"),
-    (baselines.batch_mean, (jnp.array(1.0),), "rewards"),
-    (baselines.optimal, (R, jnp.ones(3)), "sq_norms"),
-    (baselines.optimal_per_coordinate, (R, jnp.ones(4)), "sq_scores"),
-    (baselines.constant, (jnp.ones((2, 3)), jnp.ones(3)), "value"),
+    (baselines.leave_one_out, (_f32([1.0]),), "at least 2 samples"),
+    (baselines.optimal_leave_one_out, (_f32([1.0]), _f32([1.0])), "at least 2 samples"),
+    (baselines.batch_mean, (_f32(1.0),), "rewards"),
+    (baselines.optimal, (R, _f32(np.ones(3))), "sq_norms"),
+    (baselines.optimal_per_coordinate, (R, _f32(np.ones(4))), "sq_scores"),
+    (baselines.constant, (_f32(np.ones((2, 3))), _f32(np.ones(3))), "value"),
 ])
 def test_bad_input(fn, args, match):
   with pytest.raises(ValueError, match=match):
@@ -236,19 +298,21 @@ def test_bad_input(fn, args, match):
 
 
 def test_group_of_one():
-  np.testing.assert_array_equal(baselines.group_normalize(jnp.ones(1)), [0.0])  # zero variance: advantage 0
+  np.testing.assert_array_equal(_jit(baselines.group_normalize, _f32([1.0])), [0.0])  # zero variance: 0
   with pytest.raises(ValueError, match="ddof"):
-    baselines.group_normalize(jnp.ones(1), ddof=1)
+    baselines.group_normalize(_f32([1.0]), ddof=1)
 
 
 def test_leave_one_out_optimal_ignores_own_sample():
   """b_i must not depend on x_i at all: changing sample i's score norm leaves b_i unchanged."""
-  r = jnp.array([1.0, 10.0, 20.0])
-  for s0 in [1.0, 1e5, 1e7]:
-    b = baselines.optimal_leave_one_out(r, jnp.array([s0, 1.0, 3.0]))
-    np.testing.assert_allclose(b[0], (10.0 * 1 + 20.0 * 3) / 4, rtol=1e-6)
-    bk = baselines.optimal_per_coordinate_leave_one_out(r, jnp.array([[s0], [1.0], [3.0]]))
-    np.testing.assert_allclose(bk[0, 0], (10.0 * 1 + 20.0 * 3) / 4, rtol=1e-6)
+  s0s = [1.0, 1e5, 1e7]
+  sq = np.array([[s0, 1.0, 3.0] for s0 in s0s], np.float32)       # one row per s0
+  b, bk = _jit(lambda r, sq: ([baselines.optimal_leave_one_out(r, s) for s in sq],
+                              [baselines.optimal_per_coordinate_leave_one_out(r, s[:, None]) for s in sq]),
+               _f32([1.0, 10.0, 20.0]), list(map(_f32, sq)))
+  for i in range(len(s0s)):
+    np.testing.assert_allclose(b[i][0], (10.0 * 1 + 20.0 * 3) / 4, rtol=1e-6)
+    np.testing.assert_allclose(bk[i][0, 0], (10.0 * 1 + 20.0 * 3) / 4, rtol=1e-6)
 
 
 def test_optimal_loses_to_leave_one_out_at_small_n(key):
