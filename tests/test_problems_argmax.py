@@ -123,7 +123,9 @@ def test_zeroth_order_of_argmax_accuracy_is_unbiased_for_the_smoothed_gradient(k
 
 
 def test_bad_input(key):
-  params, data = jax.jit(lambda k: (lambda pd: (pd[0].params, pd[1]))(pa.argmax_classifier(k, num_classes=3)))(key)
+  # A three-class linear classifier and data set (the checks fire before any computation).
+  params = {"w": np.zeros((4, 3), np.float32), "b": np.zeros((3,), np.float32)}
+  data = pa.ClassificationData(features=np.zeros((8, 4), np.float32), labels=np.zeros((8,), np.int32))
   with pytest.raises(ValueError, match="num_classes"):
     pa.smoothed_argmax_accuracy(params, data, 0.1)
   with pytest.raises(ValueError, match="temperature"):
