@@ -1,5 +1,7 @@
 """pgjax.returns against hand-computed arrays with episode boundaries."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,59 +10,83 @@ import pytest
 
 from pgjax import returns
 
-R = jnp.array([1.0, 2.0, 3.0, 4.0, 5.0])
-D = jnp.array([False, True, False, False, False])  # episode 0 = steps 0,1; episode 1 = steps 2..4 (cut)
-V = jnp.array([0.5, 1.0, 2.0, 1.0, 0.0])
+
+
+def _dev(x, dtype=np.float32):
+  """A JAX array built from NumPy (``jax.device_put``: a transfer, no compiled program)."""
+  return jax.device_put(np.asarray(x, dtype))
+
+
+def _jit(fn, *args):
+  """``fn(*args)`` as one compiled program, its results as NumPy arrays (checked in NumPy)."""
+  return jax.tree_util.tree_map(np.asarray, jax.jit(fn)(*args))
+
+
+R_NP = np.array([1.0, 2.0, 3.0, 4.0, 5.0], np.float32)
+D_NP = np.array([False, True, False, False, False])  # episode 0 = steps 0,1; episode 1 = steps 2..4 (cut)
+V_NP = np.array([0.5, 1.0, 2.0, 1.0, 0.0], np.float32)
+R, D, V = _dev(R_NP), _dev(D_NP, bool), _dev(V_NP)
 
 
 def test_discounted_returns_hand_computed():
+  g, g_boot, rtg = _jit(lambda r, d: (returns.discounted_returns(r, d, discount=0.5),
+                                      returns.discounted_returns(r, d, discount=0.5, bootstrap_value=10.0),
+                                      returns.reward_to_go(r, d)), R, D)
   # G4 = 5, G3 = 4 + .5*5, G2 = 3 + .5*6.5, G1 = 2 (done), G0 = 1 + .5*2
-  np.testing.assert_allclose(returns.discounted_returns(R, D, discount=0.5),
-                             [2.0, 2.0, 6.25, 6.5, 5.0])
+  np.testing.assert_allclose(g, [2.0, 2.0, 6.25, 6.5, 5.0])
   # bootstrap 10 enters only the cut episode
-  np.testing.assert_allclose(returns.discounted_returns(R, D, discount=0.5, bootstrap_value=10.0),
-                             [2.0, 2.0, 7.5, 9.0, 10.0])
-  np.testing.assert_allclose(returns.reward_to_go(R, D), [3.0, 2.0, 12.0, 9.0, 5.0])
+  np.testing.assert_allclose(g_boot, [2.0, 2.0, 7.5, 9.0, 10.0])
+  np.testing.assert_allclose(rtg, [3.0, 2.0, 12.0, 9.0, 5.0])
 
 
 def test_done_at_last_step_ignores_bootstrap():
-  d = D.at[-1].set(True)
-  np.testing.assert_allclose(returns.discounted_returns(R, d, discount=0.5, bootstrap_value=10.0),
+  d = D_NP.copy()
+  d[-1] = True
+  np.testing.assert_allclose(_jit(lambda r, d: returns.discounted_returns(r, d, discount=0.5, bootstrap_value=10.0),
+                                  R, _dev(d, bool)),
                              [2.0, 2.0, 6.25, 6.5, 5.0])
 
 
 def test_per_step_discount_array():
-  gam = jnp.array([0.5, 0.5, 0.0, 1.0, 1.0])  # zero discount at t=2 cuts the return there
-  np.testing.assert_allclose(returns.discounted_returns(R, D, discount=gam), [2.0, 2.0, 3.0, 9.0, 5.0])
+  gam = _dev([0.5, 0.5, 0.0, 1.0, 1.0])  # zero discount at t=2 cuts the return there
+  np.testing.assert_allclose(_jit(lambda r, d, gam: returns.discounted_returns(r, d, discount=gam), R, D, gam),
+                             [2.0, 2.0, 3.0, 9.0, 5.0])
 
 
 def test_episode_bookkeeping_hand_computed():
-  np.testing.assert_allclose(returns.episode_returns(R, D, discount=0.5), [2.0, 2.0, 6.25, 6.25, 6.25])
-  np.testing.assert_allclose(returns.episode_returns(R, D), [3.0, 3.0, 12.0, 12.0, 12.0])
-  np.testing.assert_array_equal(returns.episode_time(D), [0, 1, 0, 1, 2])
-  np.testing.assert_allclose(returns.episode_discounts(D, discount=0.5), [1.0, 0.5, 1.0, 0.5, 0.25])
-  np.testing.assert_array_equal(returns.first_episode_mask(D), [True, True, False, False, False])
-  np.testing.assert_array_equal(returns.first_episode_mask(jnp.zeros(3, bool)), [True] * 3)
+  ret_discounted, ret, time, discounts, first, first_no_done = _jit(lambda r, d, no_done: (
+      returns.episode_returns(r, d, discount=0.5), returns.episode_returns(r, d), returns.episode_time(d),
+      returns.episode_discounts(d, discount=0.5), returns.first_episode_mask(d),
+      returns.first_episode_mask(no_done)), R, D, _dev(np.zeros(3), bool))
+  np.testing.assert_allclose(ret_discounted, [2.0, 2.0, 6.25, 6.25, 6.25])
+  np.testing.assert_allclose(ret, [3.0, 3.0, 12.0, 12.0, 12.0])
+  np.testing.assert_array_equal(time, [0, 1, 0, 1, 2])
+  np.testing.assert_allclose(discounts, [1.0, 0.5, 1.0, 0.5, 0.25])
+  np.testing.assert_array_equal(first, [True, True, False, False, False])
+  np.testing.assert_array_equal(first_no_done, [True] * 3)
 
 
 def test_gae_hand_computed():
+  adv, adv0 = _jit(lambda r, v, d: (returns.gae(r, v, d, discount=0.5, lambda_=0.5, bootstrap_value=4.0),
+                                    returns.gae(r, v, d, discount=0.5, lambda_=0.0, bootstrap_value=4.0)), R, V, D)
   # deltas = [1, 1, 1.5, 3, 7]; A = delta + .25 * (1 - d) * A_next
-  adv = returns.gae(R, V, D, discount=0.5, lambda_=0.5, bootstrap_value=4.0)
   np.testing.assert_allclose(adv, [1.25, 1.0, 2.6875, 4.75, 7.0])
   # lambda = 0: one-step TD errors
-  np.testing.assert_allclose(returns.gae(R, V, D, discount=0.5, lambda_=0.0, bootstrap_value=4.0),
-                             [1.0, 1.0, 1.5, 3.0, 7.0])
+  np.testing.assert_allclose(adv0, [1.0, 1.0, 1.5, 3.0, 7.0])
 
 
 def test_gae_lambda_one_is_return_minus_value():
-  adv = returns.gae(R, V, D, discount=0.5, lambda_=1.0, bootstrap_value=4.0)
+  adv = _jit(lambda r, v, d: returns.gae(r, v, d, discount=0.5, lambda_=1.0, bootstrap_value=4.0), R, V, D)
   np.testing.assert_allclose(adv, [1.5, 1.0, 4.75, 6.5, 7.0])  # [2, 2, 6.75, 7.5, 7] - V
 
 
 def test_batch_dims_jit_vmap_and_traces():
-  r2 = jnp.stack([R, R[::-1]], axis=1)
-  d2 = jnp.stack([D, jnp.zeros(5, bool)], axis=1)
-  out = returns.discounted_returns(r2, d2, discount=0.5)
+  r2 = _dev(np.stack([R_NP, R_NP[::-1]], axis=1))
+  d2 = _dev(np.stack([D_NP, np.zeros(5, bool)], axis=1), bool)
+  # The batched returns and a sweep over a traced, vmapped discount, in one compiled program.
+  out, sweep = _jit(lambda r2, d2, r, d, gammas: (
+      returns.discounted_returns(r2, d2, discount=0.5),
+      jax.vmap(lambda g: returns.discounted_returns(r, d, discount=g))(gammas)), r2, d2, R, D, _dev([0.5, 1.0]))
   np.testing.assert_allclose(out[:, 0], [2.0, 2.0, 6.25, 6.5, 5.0])
   # reversed rewards [5,4,3,2,1], no done: G4 = 1, G3 = 2.5, G2 = 4.25, G1 = 6.125, G0 = 8.0625
   np.testing.assert_allclose(out[:, 1], [8.0625, 6.125, 4.25, 2.5, 1.0])
@@ -74,12 +100,11 @@ def test_batch_dims_jit_vmap_and_traces():
   np.testing.assert_allclose(vm(r2, d2, 0.5, 1.0), out, rtol=1e-6)
   np.testing.assert_allclose(vm(r2, d2, 0.5, 1.0), out, rtol=1e-6)  # no retrace
   # discount traced and vmapped over (a sweep)
-  sweep = jax.vmap(lambda g: returns.discounted_returns(R, D, discount=g))(jnp.array([0.5, 1.0]))
   np.testing.assert_allclose(sweep[1], [3.0, 2.0, 12.0, 9.0, 5.0])
 
 
 def test_gradient_through_returns():
-  g = jax.grad(lambda r: returns.discounted_returns(r, D, discount=0.5)[0])(R)
+  g = _jit(lambda r, d: jax.grad(lambda r: returns.discounted_returns(r, d, discount=0.5)[0])(r), R, D)
   np.testing.assert_allclose(g, [1.0, 0.5, 0.0, 0.0, 0.0])
 
 
@@ -93,17 +118,17 @@ def test_bad_discount_and_lambda(bad):
 
 def test_bad_shapes():
   with pytest.raises(ValueError, match="dones"):
-    returns.reward_to_go(R, D[:4])
+    returns.reward_to_go(R, _dev(D_NP[:4], bool))
   with pytest.raises(ValueError, match="rewards"):
-    returns.reward_to_go(jnp.array(1.0), jnp.array(True))
+    returns.reward_to_go(_dev(1.0), _dev(True, bool))
   with pytest.raises(ValueError, match="T >= 1"):
-    returns.reward_to_go(jnp.zeros((0,)), jnp.zeros((0,), bool))
+    returns.reward_to_go(_dev(np.zeros((0,))), _dev(np.zeros((0,)), bool))
   with pytest.raises(ValueError, match="values"):
-    returns.gae(R, V[:3], D, discount=0.9, lambda_=0.9)
+    returns.gae(R, _dev(V_NP[:3]), D, discount=0.9, lambda_=0.9)
   with pytest.raises(ValueError, match="bootstrap_value"):
-    returns.discounted_returns(R, D, discount=0.9, bootstrap_value=jnp.zeros(2))
+    returns.discounted_returns(R, D, discount=0.9, bootstrap_value=_dev(np.zeros(2)))
   with pytest.raises(ValueError, match="discount"):
-    returns.discounted_returns(R, D, discount=jnp.full((3,), 0.5))
+    returns.discounted_returns(R, D, discount=_dev(np.full((3,), 0.5)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,16 +166,25 @@ def test_lambda_returns_rlax_published_values():
   rewards, values, dones, discount, boot = _from_rlax(RLAX_R, RLAX_DISCOUNT, v_next=RLAX_V_NEXT)
   expected = np.array([[1.6460547, 0.72281253, 0.7375001, 0.6500001, 3.4],
                        [0.7866317, 0.9913063, 0.1101501, 2.834, 3.99]])
-  out = jax.jit(lambda *a: returns.lambda_returns(*a[:3], discount=a[3], lambda_=0.75,
-                                                  bootstrap_value=a[4]))(rewards, values, dones, discount, boot)
+  out, out_mc, discounted = _jit(lambda *a: (
+      returns.lambda_returns(*a[:3], discount=a[3], lambda_=0.75, bootstrap_value=a[4]),
+      returns.lambda_returns(*a[:3], discount=a[3], lambda_=1.0, bootstrap_value=a[4]),
+      returns.discounted_returns(a[0], a[2], discount=a[3], bootstrap_value=a[4])),
+      rewards, values, dones, discount, boot)
   np.testing.assert_allclose(out.T, expected, rtol=1e-5)
   # lambda = 1 is rlax's discounted_returns with bootstrap V(s_T) (published values)
   expected_mc = np.array([[1.315, 0.63000005, 0.70000005, 1.7, 3.4],
                           [1.33592, 0.9288, 0.2576, 3.192, 3.9899998]])
-  out = returns.lambda_returns(rewards, values, dones, discount=discount, lambda_=1.0, bootstrap_value=boot)
-  np.testing.assert_allclose(out.T, expected_mc, rtol=1e-5)
-  np.testing.assert_allclose(returns.discounted_returns(rewards, dones, discount=discount,
-                                                        bootstrap_value=boot).T, expected_mc, rtol=1e-5)
+  np.testing.assert_allclose(out_mc.T, expected_mc, rtol=1e-5)
+  np.testing.assert_allclose(discounted.T, expected_mc, rtol=1e-5)
+
+
+@functools.cache
+def _n_step_returns_rlax():
+  """n-step returns on rlax's inputs for every n below: one compiled program shared by the cases."""
+  rewards, values, dones, discount, boot = _from_rlax(RLAX_R, RLAX_DISCOUNT, v_next=RLAX_V_NEXT)
+  return _jit(lambda *a: {n: returns.n_step_returns(*a[:3], n=n, discount=a[3], bootstrap_value=a[4])
+                          for n in (3, 5, 7)}, rewards, values, dones, discount, boot)
 
 
 @pytest.mark.parametrize("n,expected", [
@@ -159,25 +193,25 @@ def test_lambda_returns_rlax_published_values():
     (7, [[1.315, 0.63, 0.7, 1.7, 3.4], [1.33592, 0.9288, 0.2576, 3.192, 3.99]]),
 ])
 def test_n_step_returns_rlax_published_values(n, expected):
-  rewards, values, dones, discount, boot = _from_rlax(RLAX_R, RLAX_DISCOUNT, v_next=RLAX_V_NEXT)
-  out = returns.n_step_returns(rewards, values, dones, n=n, discount=discount, bootstrap_value=boot)
+  out = _n_step_returns_rlax()[n]
   np.testing.assert_allclose(out.T, np.array(expected), rtol=1e-5)
 
 
 def test_n_step_returns_hand_computed_with_done_and_lambda():
+  lam = _dev([0.2, 0.9, 0.5, 1.0, 0.3])
+  n2, n1, n5, lambda_returns = _jit(lambda r, v, d, lam: (
+      returns.n_step_returns(r, v, d, n=2, discount=0.5, bootstrap_value=4.0),
+      returns.n_step_returns(r, v, d, n=1, discount=0.5, bootstrap_value=4.0),
+      returns.n_step_returns(r, v, d, n=5, discount=0.5, lambda_=lam, bootstrap_value=4.0),
+      returns.lambda_returns(r, v, d, discount=0.5, lambda_=lam, bootstrap_value=4.0)), R, V, D, lam)
   # R = [1..5], D: episode ends at t=1; V = [.5, 1, 2, 1, 0], V(s_T) = 4, gamma = 0.5
   # n = 2: G0 = 1 + .5*2 (done at 1: no bootstrap) = 2; G1 = 2; G2 = 3 + .5*4 + .25*V(s4)=0 -> 5;
   #        G3 = 4 + .5*5 + .25*4 = 7.5; G4 = 5 + .5*4 = 7
-  np.testing.assert_allclose(returns.n_step_returns(R, V, D, n=2, discount=0.5, bootstrap_value=4.0),
-                             [2.0, 2.0, 5.0, 7.5, 7.0])
+  np.testing.assert_allclose(n2, [2.0, 2.0, 5.0, 7.5, 7.0])
   # n = 1 is the one-step target r + gamma (1 - d) V(s_{t+1})
-  np.testing.assert_allclose(returns.n_step_returns(R, V, D, n=1, discount=0.5, bootstrap_value=4.0),
-                             [1.5, 2.0, 3.5, 4.0, 7.0])
+  np.testing.assert_allclose(n1, [1.5, 2.0, 3.5, 4.0, 7.0])
   # n >= T equals the lambda-return (rlax's test_reduces_to_lambda_returns), per-step lambda
-  lam = jnp.array([0.2, 0.9, 0.5, 1.0, 0.3])
-  np.testing.assert_allclose(
-      returns.n_step_returns(R, V, D, n=5, discount=0.5, lambda_=lam, bootstrap_value=4.0),
-      returns.lambda_returns(R, V, D, discount=0.5, lambda_=lam, bootstrap_value=4.0), rtol=1e-6)
+  np.testing.assert_allclose(n5, lambda_returns, rtol=1e-6)
   with pytest.raises(ValueError, match="`n`"):
     returns.n_step_returns(R, V, D, n=0, discount=0.5)
   with pytest.raises(TypeError, match="`n`"):
@@ -194,30 +228,50 @@ GAE_EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("lam", [1.0, 0.7, 0.4])
-def test_gae_rlax_published_values_scalar_and_per_step_lambda(lam):
+@functools.cache
+def _gae_rlax():
+  """Per lambda: GAE with a scalar, a per-step and a per-step-and-env lambda, and the importance-corrected
+  TD errors with all ratios 1, on rlax's inputs; one compiled program shared by the cases below."""
   rewards, values, dones, discount, _ = _from_rlax(GAE_R, GAE_DISCOUNT, v_tm1=GAE_V[:, :-1])
   boot = GAE_V[:, -1]
+
+  def run(rewards, values, dones, discount, boot):
+    out = {}
+    for lam in GAE_EXPECTED:
+      gaes = [returns.gae(rewards, values, dones, discount=discount, lambda_=lambda_, bootstrap_value=boot)
+              for lambda_ in (lam, np.full((5,), lam), np.full((5, 2), lam))]  # scalar, per step, per step and env
+      ictd = returns.importance_corrected_td_errors(rewards, values, dones, np.ones((5, 2)), discount=discount,
+                                                    lambda_=lam, bootstrap_value=boot)
+      out[lam] = (gaes, ictd)
+    return out
+
+  return _jit(run, rewards, values, dones, discount, boot)
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.7, 0.4])
+def test_gae_rlax_published_values_scalar_and_per_step_lambda(lam):
   expected = np.array(GAE_EXPECTED[lam])
-  for lambda_ in (lam, np.full((5,), lam), np.full((5, 2), lam)):  # scalar, per step, per step and env
-    out = returns.gae(rewards, values, dones, discount=discount, lambda_=lambda_, bootstrap_value=boot)
+  gaes, ictd = _gae_rlax()[lam]
+  for out in gaes:  # scalar, per step, per step and env lambda
     np.testing.assert_allclose(out.T, expected, atol=1e-3)  # rlax's published precision
   # rlax's test_gae_as_special_case_of_importance_corrected_td_errors: all ratios 1
-  ictd = returns.importance_corrected_td_errors(rewards, values, dones, np.ones((5, 2)), discount=discount,
-                                                lambda_=lam, bootstrap_value=boot)
   np.testing.assert_allclose(ictd.T, expected, atol=1e-3)
 
 
 def test_gae_per_step_lambda_hand_computed():
   # deltas = [1, 1, 1.5, 3, 7] (test_gae_hand_computed); A_t = delta_t + .5 * lam_t * (1 - d_t) A_{t+1}
-  lam = jnp.array([1.0, 0.3, 0.0, 0.5, 0.9])
+  lam_np = np.array([1.0, 0.3, 0.0, 0.5, 0.9], np.float32)
+  lam = _dev(lam_np)
   # A4 = 7; A3 = 3 + .25*7 = 4.75; A2 = 1.5 (lambda 0); A1 = 1 (done); A0 = 1 + .5*1 = 1.5
-  np.testing.assert_allclose(returns.gae(R, V, D, discount=0.5, lambda_=lam, bootstrap_value=4.0),
-                             [1.5, 1.0, 1.5, 4.75, 7.0])
+  np.testing.assert_allclose(
+      _jit(lambda r, v, d, lam: returns.gae(r, v, d, discount=0.5, lambda_=lam, bootstrap_value=4.0), R, V, D, lam),
+      [1.5, 1.0, 1.5, 4.75, 7.0])
   with pytest.raises(ValueError, match="lambda_"):
-    returns.gae(R, V, D, discount=0.5, lambda_=jnp.full((3,), 0.5))
+    returns.gae(R, V, D, discount=0.5, lambda_=_dev(np.full((3,), 0.5)))
+  lam_bad = lam_np.copy()
+  lam_bad[2] = 1.5
   with pytest.raises(ValueError, match="lambda_"):
-    returns.gae(R, V, D, discount=0.5, lambda_=lam.at[2].set(1.5))
+    returns.gae(R, V, D, discount=0.5, lambda_=_dev(lam_bad))
 
 
 def test_importance_corrected_td_errors_rlax_identity():
@@ -226,11 +280,12 @@ def test_importance_corrected_td_errors_rlax_identity():
   vals = np.array([[3.0, 1.0, 5.0, -5.0, 3.0, 1.], [-1.7, 1.2, 2.3, 2.2, 2.7, 2.]])  # V(s_0..s_T)
   rewards, values, dones, discount, _ = _from_rlax(RLAX_R, RLAX_DISCOUNT, v_tm1=vals[:, :-1])
   boot = vals[:, -1]
-  direct = returns.importance_corrected_td_errors(rewards, values, dones, rho.T, discount=discount,
-                                                  bootstrap_value=boot)
   next_rho = np.concatenate([rho[:, 1:], np.ones((2, 1))], axis=1).T
-  from_returns = rho.T * (returns.lambda_returns(rewards, values, dones, discount=discount,
-                                                 lambda_=next_rho, bootstrap_value=boot) - values)
+  direct, lambda_returns = _jit(lambda *a: (
+      returns.importance_corrected_td_errors(*a[:4], discount=a[5], bootstrap_value=a[6]),
+      returns.lambda_returns(*a[:3], discount=a[5], lambda_=a[4], bootstrap_value=a[6])),
+      rewards, values, dones, rho.T, next_rho, discount, boot)
+  from_returns = rho.T * (lambda_returns - values)
   np.testing.assert_allclose(direct, from_returns, rtol=1e-5)
   # First entry by hand: delta_0 = 1 + .5*1 - 3 = -1.5, delta_1 = 0 + .9*5 - 1 = 3.5, ...; the error
   # of the last step is rho_4 (r_4 + gamma_4 V_T - V_4) = .8 * (1 + .8*1 - 3) = -0.96.
@@ -249,15 +304,22 @@ VT_V = np.array([[2.1, 1.1, -3.1, 0.0], [3.1, 0.1, -1.1, 7.4]], np.float32)
 VT_BOOTSTRAP = np.array([8.4, -1.2], np.float32)
 
 
+@functools.cache
+def _log_softmax_both():
+  """jax.nn.log_softmax of the target and behaviour logits: one compiled program, computed once."""
+  return _jit(lambda t, b: (jax.nn.log_softmax(t), jax.nn.log_softmax(b)), _TARGET_LOGITS, _BEHAVIOUR_LOGITS)
+
+
 def _vtrace_rhos():
-  logp = lambda logits: np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), _ACTIONS[..., None], -1)[..., 0]
-  return np.exp(logp(_TARGET_LOGITS) - logp(_BEHAVIOUR_LOGITS))
+  logp = lambda log_softmax: np.take_along_axis(log_softmax, _ACTIONS[..., None], -1)[..., 0]
+  target, behaviour = _log_softmax_both()
+  return np.exp(logp(target) - logp(behaviour))
 
 
 def test_vtrace_rlax_published_values():
   rewards, values, dones, discount, _ = _from_rlax(VT_R, VT_DISCOUNT, v_tm1=VT_V)
-  out = jax.jit(lambda *a: returns.vtrace(*a[:4], discount=a[4], bootstrap_value=a[5]))(
-      rewards, values, dones, _vtrace_rhos().T, discount, VT_BOOTSTRAP)
+  out = _jit(lambda *a: returns.vtrace(*a[:4], discount=a[4], bootstrap_value=a[5]),
+             rewards, values, dones, _vtrace_rhos().T, discount, VT_BOOTSTRAP)
   expected_td = np.array([[-1.6155143, -3.4973226, 1.8670533, 5.0316002e1],
                           [1.4662437, 3.6116405, -8.3327293e-5, -1.3540000e1]])
   expected_pg = np.array([[-1.6155143, -3.4973226, 1.8670534, 5.0316002e1],
@@ -272,47 +334,53 @@ def test_vtrace_lambda_q_estimate_identity_and_on_policy_reduction():
   ratios 1, the V-trace targets are the lambda-returns and the errors the GAE advantages."""
   rewards, values, dones, discount, _ = _from_rlax(VT_R, VT_DISCOUNT, v_tm1=VT_V)
   rhos = _vtrace_rhos().T
-  out = returns.vtrace(rewards, values, dones, rhos, discount=discount, lambda_=0.8,
-                       bootstrap_value=VT_BOOTSTRAP)
+
+  def run(rewards, values, dones, rhos, discount, boot):
+    kw = dict(discount=discount, lambda_=0.8, bootstrap_value=boot)
+    return (returns.vtrace(rewards, values, dones, rhos, **kw),
+            returns.vtrace(rewards, values, dones, jnp.ones_like(rhos), **kw),
+            returns.lambda_returns(rewards, values, dones, **kw), returns.gae(rewards, values, dones, **kw))
+
+  out, ones, lambda_returns, gae = _jit(run, rewards, values, dones, rhos, discount, VT_BOOTSTRAP)
   np.testing.assert_allclose(out.targets, values + np.minimum(1.0, rhos) * (out.q_estimates - values),
                              rtol=1e-3, atol=1e-5)
-  ones = returns.vtrace(rewards, values, dones, np.ones_like(rhos), discount=discount, lambda_=0.8,
-                        bootstrap_value=VT_BOOTSTRAP)
-  np.testing.assert_allclose(ones.targets, returns.lambda_returns(
-      rewards, values, dones, discount=discount, lambda_=0.8, bootstrap_value=VT_BOOTSTRAP), rtol=1e-5)
-  np.testing.assert_allclose(ones.errors, returns.gae(
-      rewards, values, dones, discount=discount, lambda_=0.8, bootstrap_value=VT_BOOTSTRAP), rtol=1e-5,
-      atol=1e-5)
+  np.testing.assert_allclose(ones.targets, lambda_returns, rtol=1e-5)
+  np.testing.assert_allclose(ones.errors, gae, rtol=1e-5, atol=1e-5)
 
 
 def test_vtrace_episodes_in_one_trace_equal_separate_traces():
   """rlax's test_vtrace_lambda_multiple_episodes_per_trace: a done at t = 3 splits the trace."""
-  k = jax.random.split(jax.random.key(7), 3)
-  r, rho, v = (jax.random.uniform(ki, (8,)) for ki in k)
-  dones = jnp.array([False, False, False, True, False, False, False, False])
-  lam = jnp.array([1.0, 0.5, 1.0, 1.0, 0.9, 1.0, 0.7, 1.0])
-  full = returns.vtrace(r, v, dones, rho, discount=0.9, lambda_=lam, bootstrap_value=10.0)
-  first = returns.vtrace(r[:4], v[:4], dones[:4], rho[:4], discount=0.9, lambda_=lam[:4])
-  second = returns.vtrace(r[4:], v[4:], dones[4:], rho[4:], discount=0.9, lambda_=lam[4:],
-                          bootstrap_value=10.0)
+  def run(dones, lam):
+    k = jax.random.split(jax.random.key(7), 3)
+    r, rho, v = (jax.random.uniform(ki, (8,)) for ki in k)
+    full = returns.vtrace(r, v, dones, rho, discount=0.9, lambda_=lam, bootstrap_value=10.0)
+    first = returns.vtrace(r[:4], v[:4], dones[:4], rho[:4], discount=0.9, lambda_=lam[:4])
+    second = returns.vtrace(r[4:], v[4:], dones[4:], rho[4:], discount=0.9, lambda_=lam[4:],
+                            bootstrap_value=10.0)
+    return full, first, second
+
+  full, first, second = _jit(run, _dev([False, False, False, True, False, False, False, False], bool),
+                             _dev([1.0, 0.5, 1.0, 1.0, 0.9, 1.0, 0.7, 1.0]))
   for a, b1, b2 in zip(full, first, second):
-    np.testing.assert_allclose(a, jnp.concatenate([b1, b2]), rtol=1e-6)
+    np.testing.assert_allclose(a, np.concatenate([b1, b2]), rtol=1e-6)
 
 
 def test_truncation_convention_adds_the_discounted_final_value_to_the_reward():
   """Documented truncation handling: a time-limit cut at step 2 with V(s_final) = 6 equals the same
   episode computed alone with bootstrap_value = 6 and no done."""
-  r = jnp.array([1.0, 2.0, 3.0, 4.0, 5.0])
-  v = jnp.array([0.5, 1.0, 2.0, 1.0, 0.0])
-  dones = jnp.array([False, False, True, False, False])
-  lam = jnp.array([0.9, 0.6, 0.8, 0.7, 0.5])
-  r_folded = r.at[2].add(0.9 * 6.0)
-  for fn in (lambda *a, **k: returns.lambda_returns(*a, **k),
-             lambda *a, **k: returns.gae(*a, **k),
-             lambda *a, **k: returns.n_step_returns(*a, n=2, **k),
-             lambda *a, **k: returns.vtrace(*a, jnp.full(a[0].shape, 0.7), **k).targets):
-    folded = fn(r_folded, v, dones, discount=0.9, lambda_=lam, bootstrap_value=3.0)[:3]
-    alone = fn(r[:3], v[:3], jnp.zeros(3, bool), discount=0.9, lambda_=lam[:3], bootstrap_value=6.0)
+  fns = (lambda *a, **k: returns.lambda_returns(*a, **k),
+         lambda *a, **k: returns.gae(*a, **k),
+         lambda *a, **k: returns.n_step_returns(*a, n=2, **k),
+         lambda *a, **k: returns.vtrace(*a, jnp.full(a[0].shape, 0.7), **k).targets)
+
+  def run(r, v, dones, lam):                               # every function, folded and alone: one program
+    r_folded = r.at[2].add(0.9 * 6.0)
+    return [(fn(r_folded, v, dones, discount=0.9, lambda_=lam, bootstrap_value=3.0)[:3],
+             fn(r[:3], v[:3], jnp.zeros(3, bool), discount=0.9, lambda_=lam[:3], bootstrap_value=6.0))
+            for fn in fns]
+
+  for folded, alone in _jit(run, _dev([1.0, 2.0, 3.0, 4.0, 5.0]), _dev([0.5, 1.0, 2.0, 1.0, 0.0]),
+                            _dev([False, False, True, False, False], bool), _dev([0.9, 0.6, 0.8, 0.7, 0.5])):
     np.testing.assert_allclose(folded, alone, rtol=1e-6)
 
 
@@ -326,19 +394,24 @@ def test_multistep_batch_dims_vmap_single_trace_and_bad_input():
     return (returns.lambda_returns(rewards, values, dones, discount=discount, lambda_=lam),
             returns.vtrace(rewards, values, dones, rhos, discount=discount, lambda_=lam).targets)
 
-  swept = jax.vmap(all_targets)(jnp.array([0.3, 0.8]))  # lambda traced: a sweep is a vmap
-  for i, lam in enumerate((0.3, 0.8)):
-    np.testing.assert_allclose(swept[0][i], returns.lambda_returns(
-        rewards, values, dones, discount=discount, lambda_=lam), rtol=1e-6)
+  swept = jax.vmap(all_targets)(_dev([0.3, 0.8]))  # lambda traced: a sweep is a vmap
+  swept = jax.tree_util.tree_map(np.asarray, swept)
+  gam = np.array([0.9, 0.5, 0.7, 0.3], np.float32)
+
+  def references(gam, gam2):                               # the references, in one compiled program
+    per_lambda = [(returns.lambda_returns(rewards, values, dones, discount=discount, lambda_=lam),
+                   returns.vtrace(rewards[:, 1], values[:, 1], dones[:, 1], rhos[:, 1], discount=discount[:, 1],
+                                  lambda_=lam).targets) for lam in (0.3, 0.8)]
+    return per_lambda, (returns.lambda_returns(rewards, values, dones, discount=gam, lambda_=0.6),
+                        returns.lambda_returns(rewards, values, dones, discount=gam2, lambda_=0.6))
+
+  per_lambda, (per_step, per_step_and_env) = _jit(references, _dev(gam), _dev(np.stack([gam, gam], axis=1)))
+  for i, (lambda_returns, vtrace_column) in enumerate(per_lambda):
+    np.testing.assert_allclose(swept[0][i], lambda_returns, rtol=1e-6)
     # batch column 1 alone (time-major batch dims are independent)
-    np.testing.assert_allclose(swept[1][i][:, 1], returns.vtrace(
-        rewards[:, 1], values[:, 1], dones[:, 1], rhos[:, 1], discount=discount[:, 1],
-        lambda_=lam).targets, rtol=1e-6)
+    np.testing.assert_allclose(swept[1][i][:, 1], vtrace_column, rtol=1e-6)
   # a per-step [T] discount is aligned with the time axis of [T, B] rewards (not broadcast over B)
-  gam = jnp.array([0.9, 0.5, 0.7, 0.3])
-  np.testing.assert_allclose(
-      returns.lambda_returns(rewards, values, dones, discount=gam, lambda_=0.6),
-      returns.lambda_returns(rewards, values, dones, discount=jnp.stack([gam, gam], axis=1), lambda_=0.6))
+  np.testing.assert_allclose(per_step, per_step_and_env)
   with pytest.raises(ValueError, match="rhos"):
     returns.vtrace(rewards, values, dones, -rhos, discount=0.9)
   with pytest.raises(ValueError, match="rhos"):
@@ -358,20 +431,23 @@ def test_against_rlax_itself_when_installed():
   v_next = np.concatenate([VT_V[:, 1:], VT_BOOTSTRAP[:, None]], axis=1)
   v_all = np.concatenate([VT_V, VT_BOOTSTRAP[:, None]], axis=1)
   kw = dict(discount=discount, lambda_=lam.T, bootstrap_value=VT_BOOTSTRAP)
-  ref = jax.vmap(lambda *a: rlax_vtrace.vtrace_td_error_and_advantage(
-      *a, clip_pg_rho_threshold=2.0, stop_target_gradients=False))(VT_V, v_next, VT_R, VT_DISCOUNT, rhos, lam)
-  out = returns.vtrace(rewards, values, dones, rhos.T, clip_pg_rho_threshold=2.0, **kw)
+
+  def run():                                               # pgjax and rlax side by side: one compiled program
+    ref = jax.vmap(lambda *a: rlax_vtrace.vtrace_td_error_and_advantage(
+        *a, clip_pg_rho_threshold=2.0, stop_target_gradients=False))(VT_V, v_next, VT_R, VT_DISCOUNT, rhos, lam)
+    out = returns.vtrace(rewards, values, dones, rhos.T, clip_pg_rho_threshold=2.0, **kw)
+    pairs = [(returns.lambda_returns(rewards, values, dones, **kw).T,
+              jax.vmap(rlax_multistep.lambda_returns)(VT_R, VT_DISCOUNT, v_next, lam)),
+             (returns.importance_corrected_td_errors(rewards, values, dones, rhos.T, **kw).T,
+              jax.vmap(rlax_multistep.importance_corrected_td_errors)(VT_R, VT_DISCOUNT, rhos, lam, v_all)),
+             (returns.n_step_returns(rewards, values, dones, n=2, **kw).T,
+              jax.vmap(lambda *a: rlax_multistep.n_step_bootstrapped_returns(*a[:3], 2, a[3]))(
+                  VT_R, VT_DISCOUNT, v_next, lam))]
+    return ref, out, pairs
+
+  ref, out, pairs = _jit(run)
   np.testing.assert_allclose(out.errors.T, ref.errors, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out.pg_advantages.T, ref.pg_advantage, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out.q_estimates.T, ref.q_estimate, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(
-      returns.lambda_returns(rewards, values, dones, **kw).T,
-      jax.vmap(rlax_multistep.lambda_returns)(VT_R, VT_DISCOUNT, v_next, lam), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(
-      returns.importance_corrected_td_errors(rewards, values, dones, rhos.T, **kw).T,
-      jax.vmap(rlax_multistep.importance_corrected_td_errors)(VT_R, VT_DISCOUNT, rhos, lam, v_all),
-      rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(
-      returns.n_step_returns(rewards, values, dones, n=2, **kw).T,
-      jax.vmap(lambda *a: rlax_multistep.n_step_bootstrapped_returns(*a[:3], 2, a[3]))(
-          VT_R, VT_DISCOUNT, v_next, lam), rtol=1e-5, atol=1e-5)
+  for ours, theirs in pairs:
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
