@@ -1,6 +1,7 @@
 """Control variates: the delta method is exact on quadratics, unbiased (fixed / leave-one-out) against closed
 forms, variance reduction against the plain score-function estimator, and the 1 - rho^2 factor."""
 
+import functools
 import math
 
 import distrax
@@ -31,7 +32,14 @@ def _cos_true_grad(p):
   return {"mean": -jnp.sin(p["mean"]) * e, "log_std": -s ** 2 * jnp.cos(p["mean"]) * e}
 
 
-COS_PARAMS = {"mean": jnp.array([0.3, -0.8, 1.2]), "log_std": jnp.log(jnp.array([0.4, 0.3, 0.5]))}
+COS_PARAMS = {"mean": jnp.asarray(np.array([0.3, -0.8, 1.2], np.float32)),
+              "log_std": jnp.asarray(np.log(np.array([0.4, 0.3, 0.5], np.float32)))}
+
+
+@functools.cache
+def _cos_target():
+  """The exact gradient at COS_PARAMS, in one jitted program, as numpy."""
+  return jax.tree_util.tree_map(np.asarray, jax.jit(_cos_true_grad)(COS_PARAMS))
 
 
 def _shifted_cos(x):
@@ -61,7 +69,7 @@ def estimators():
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_unbiased(estimators, case):
-  target = _cos_true_grad(COS_PARAMS)
+  target = _cos_target()
   stats = assert_unbiased_with_power(estimators[case], COS_PARAMS, jax.random.key(31), target=target,
                                      wrong_target=scale_tree(target, 1.15), num_replicates=2000)
   assert int(np.asarray(stats.num_seeds)) == 2000
@@ -92,7 +100,7 @@ def test_bias_flags_and_evaluation_counts(estimators):
 @pytest.mark.parametrize("case,ratio", [("delta_loo", 0.01), ("constant_loo", 0.1)])
 def test_variance_reduction_vs_plain_score_function(estimators, case, ratio):
   key = jax.random.key(31)
-  target = _cos_true_grad(COS_PARAMS)
+  target = _cos_target()
   sc = pgjax.sweep.gradient_stats(estimators[case], COS_PARAMS, key, num_seeds=2000, true_grad=target)
   sp = pgjax.sweep.gradient_stats(estimators["plain"], COS_PARAMS, jax.random.fold_in(key, 1), num_seeds=2000,
                                   true_grad=target)
@@ -104,19 +112,21 @@ def test_variance_reduction_vs_plain_score_function(estimators, case, ratio):
 
 def test_delta_method_exact_on_quadratic_diag():
   # f quadratic => its Taylor expansion is f itself: with coefficient 1 the estimate is the exact gradient.
-  q = pgjax.problems.gaussian_quadratic(3, mean=jnp.array([0.3, -0.2, 0.5]), log_std=jnp.array([0.1, -0.3, 0.2]))
-  est = jax.jit(pgjax.control_variate(q.f, q.dist_fn, num_samples=4, control="delta_method", coefficient=1.0))
-  g, aux = est(jax.random.key(2), q.params)
+  q = pgjax.problems.gaussian_quadratic(3, mean=np.array([0.3, -0.2, 0.5], np.float32),
+                                        log_std=np.array([0.1, -0.3, 0.2], np.float32))
+  est = pgjax.control_variate(q.f, q.dist_fn, num_samples=4, control="delta_method", coefficient=1.0)
+  # The estimate and the closed-form gradient in one program.
+  g, aux, truth = jax.jit(lambda k, p: est(k, p) + (q.true_grad(p),))(jax.random.key(2), q.params)
   pgjax.testing.assert_tree_all_finite(g)
-  np.testing.assert_allclose(g["mean"], q.true_grad(q.params)["mean"], rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(g["log_std"], q.true_grad(q.params)["log_std"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(g["mean"], truth["mean"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(g["log_std"], truth["log_std"], rtol=1e-5, atol=1e-6)
   assert float(aux.variance_ratio) < 1e-8
 
 
 def test_delta_method_exact_on_quadratic_full_covariance():
   # x ~ N(m, L L^T), f(x) = x^T A x + b^T x: E f = m^T A m + tr(A L L^T) + b^T m (closed form).
-  a = jnp.array([[2.0, 0.5], [0.5, 1.0]])
-  b = jnp.array([1.0, -3.0])
+  a = np.array([[2.0, 0.5], [0.5, 1.0]], np.float32)
+  b = np.array([1.0, -3.0], np.float32)
 
   def f(x):
     return jnp.dot(x, a @ x) + jnp.dot(b, x)
@@ -128,12 +138,13 @@ def test_delta_method_exact_on_quadratic_full_covariance():
     s = jnp.tril(p["scale_tri"])
     return jnp.dot(p["mean"], a @ p["mean"]) + jnp.trace(a @ s @ s.T) + jnp.dot(b, p["mean"])
 
-  params = {"mean": jnp.array([0.4, -1.0]), "scale_tri": jnp.array([[1.2, 0.0], [0.3, 0.7]])}
-  est = jax.jit(pgjax.control_variate(f, dist_fn, num_samples=3, control="delta_method", coefficient=1.0))
-  g, _ = est(jax.random.key(3), params)
-  expected = jax.grad(expectation)(params)
+  params = {"mean": np.array([0.4, -1.0], np.float32),
+            "scale_tri": np.array([[1.2, 0.0], [0.3, 0.7]], np.float32)}
+  est = pgjax.control_variate(f, dist_fn, num_samples=3, control="delta_method", coefficient=1.0)
+  # The estimate and the gradient of the closed-form expectation in one program.
+  g, expected = jax.jit(lambda k, p: (est(k, p)[0], jax.grad(expectation)(p)))(jax.random.key(3), params)
   np.testing.assert_allclose(g["mean"], expected["mean"], rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(jnp.tril(g["scale_tri"]), jnp.tril(expected["scale_tri"]), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.tril(g["scale_tri"]), np.tril(expected["scale_tri"]), rtol=1e-4, atol=1e-5)
 
 
 def test_constant_control_with_fixed_coefficient_is_the_constant_baseline():
@@ -159,7 +170,8 @@ def test_optimal_coefficient_one_minus_rho_squared():
   num = 32000
 
   def run(est):
-    g, aux = jax.jit(jax.vmap(lambda k: est(k, params)))(jax.random.split(jax.random.key(4), num))
+    g, aux = jax.jit(lambda key: jax.vmap(lambda k: est(k, params))(jax.random.split(key, num)))(
+        jax.random.key(4))
     return np.asarray(g, np.float64), np.asarray(aux.variance_ratio, np.float64)
 
   def check_variance(g, target, wrong, bias_allowance=0.0):
