@@ -478,10 +478,10 @@ def _optimal_baselines_derivatives(key_data, eps):
   def one(baseline, logits):
     est = pgjax.score_function(_bandit_f, _bandit_dist, num_samples=16, baseline=baseline)
     loss_and_samples = lambda l: (lambda g, aux: (jnp.sum(g ** 2), aux.samples))(*est(key, l))
-    (loss_minus, x_minus), (_, x0), (loss_plus, x_plus) = [loss_and_samples(logits + sign * eps * direction)
-                                                           for sign in (-1, 0, 1)]
-    got = jnp.vdot(jax.grad(lambda l: loss_and_samples(l)[0])(logits), direction)
-    return (x_minus, x0, x_plus), (loss_minus, loss_plus), got
+    (loss_minus, x_minus), (loss_plus, x_plus) = [loss_and_samples(logits + sign * eps * direction)
+                                                  for sign in (-1, 1)]
+    (_, x0), grad = jax.value_and_grad(loss_and_samples, has_aux=True)(logits)
+    return (x_minus, x0, x_plus), (loss_minus, loss_plus), jnp.vdot(grad, direction)
 
   return _numpy(jax.jit(lambda l: {b: one(b, l) for b in OPTIMAL_BASELINES})(_bandit_logits()))
 
