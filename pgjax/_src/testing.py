@@ -19,14 +19,14 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from pgjax._src import sweep
 from pgjax._src import validation
 
 
-def _flat(tree):
-  return np.asarray(ravel_pytree(tree)[0], dtype=np.float64)
+def _flat(tree):  # in numpy: ravel_pytree would compile a concatenation per new tree structure
+  leaves = jax.tree_util.tree_leaves(tree)
+  return np.concatenate([np.asarray(x, np.float64).ravel() for x in leaves]) if leaves else np.zeros(0)
 
 
 def check_unbiased(estimator: Callable, params: Any, key: jax.Array, *, target: Any,
@@ -100,7 +100,7 @@ def assert_variance_less(estimator_a: Callable, estimator_b: Callable, params: A
 def assert_tree_all_finite(tree: Any, name: str = "tree") -> None:
   """Asserts every leaf of ``tree`` is finite, naming the first bad leaf."""
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    if not bool(jnp.all(jnp.isfinite(leaf))):
+    if not np.all(np.isfinite(np.asarray(leaf))):
       raise AssertionError(f"{name}{jax.tree_util.keystr(path)} has non-finite values: {leaf}")
 
 

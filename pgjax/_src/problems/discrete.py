@@ -5,6 +5,7 @@ from __future__ import annotations
 import distrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from pgjax._src import validation
@@ -60,8 +61,8 @@ def bernoulli_quadratic(dim: int = 5, *, logits: ArrayLike | None = None,
     NeurIPS 2020.
   """
   dim = validation.check_positive_int(dim, "dim")
-  params = jnp.zeros(dim, jnp.float32) if logits is None else jnp.asarray(logits, jnp.float32)
-  t = jnp.full((dim,), 0.45, jnp.float32) if target is None else jnp.asarray(target, jnp.float32)
+  params = jax.device_put(np.zeros(dim, np.float32)) if logits is None else jnp.asarray(logits, jnp.float32)
+  t = jax.device_put(np.full((dim,), 0.45, np.float32)) if target is None else jnp.asarray(target, jnp.float32)
   if params.shape != (dim,) or t.shape != (dim,):
     raise ValueError(f"`logits` and `target` must have shape ({dim},), got {params.shape} and {t.shape}.")
 

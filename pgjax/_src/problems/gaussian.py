@@ -3,7 +3,9 @@ r"""Gaussian problems with closed-form expectations and gradients: a quadratic a
 from __future__ import annotations
 
 import distrax
+import jax
 import jax.numpy as jnp
+import numpy as np
 import jax.scipy.stats as jstats
 from jax.typing import ArrayLike
 
@@ -18,8 +20,10 @@ def _gaussian(params):
 
 
 def _gaussian_params(dim, mean, log_std):
-  mean = jnp.zeros(dim) if mean is None else jnp.asarray(mean, jnp.float32)
-  log_std = jnp.zeros(dim) if log_std is None else jnp.broadcast_to(jnp.asarray(log_std, jnp.float32), (dim,))
+  # Default constants are built in numpy and transferred: no program is compiled to build a problem.
+  mean = jax.device_put(np.zeros(dim, np.float32)) if mean is None else jnp.asarray(mean, jnp.float32)
+  log_std = (jax.device_put(np.zeros(dim, np.float32)) if log_std is None
+             else jnp.broadcast_to(jnp.asarray(log_std, jnp.float32), (dim,)))
   if mean.shape != (dim,):
     raise ValueError(f"`mean` must have shape ({dim},) (dim), got {mean.shape}.")
   return {"mean": mean, "log_std": log_std}
@@ -36,7 +40,8 @@ def gaussian_quadratic(dim: int = 3, *, mean: ArrayLike | None = None, log_std: 
   """
   dim = validation.check_positive_int(dim, "dim")
   params = _gaussian_params(dim, mean, log_std)
-  c = (jnp.arange(1, dim + 1, dtype=jnp.float32) / dim) if target is None else jnp.asarray(target, jnp.float32)
+  c = (jax.device_put(np.arange(1, dim + 1, dtype=np.float32) / np.float32(dim)) if target is None
+       else jnp.asarray(target, jnp.float32))
 
   def f(x):
     return jnp.sum((x - c) ** 2)
