@@ -355,7 +355,13 @@ def _stack(a, b):
 
 
 def _row(tree, i):
-  return jax.tree_util.tree_map(lambda x: x[i], tree)
+  """Row ``i`` of every leaf of a computed (concrete) tree, indexed in numpy: an eager ``x[i]`` would
+  compile a slicing program per leaf shape. PRNG key leaves (no numpy form) are indexed as they are."""
+  def take(x):
+    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      return x[i]
+    return np.asarray(x)[i]
+  return jax.tree_util.tree_map(take, tree)
 
 
 def _default_perturb(params):
