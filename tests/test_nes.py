@@ -282,11 +282,14 @@ def test_xnes_shape_keeps_unit_determinant_and_learns_an_elongated_quadratic(xne
   np.testing.assert_allclose(np.linalg.det(shape), 1.0, rtol=1e-4)
   assert float(infos.best_fitness[4, -1]) > -1e-8
   # The learned covariance is elongated along the flat direction: ratio of axis lengths >> 1, while the
-  # sphere runs keep it round.
+  # sphere runs keep it round. Near a sphere's optimum the shape still drifts at random (the condition
+  # numbers of the four runs' covariances were 3-20, depending on the last bits of the arithmetic), so the
+  # sphere claim is on all four runs with a bound of 50; the elongated run's (> 1e4) fails it.
   cov = shape @ shape.T
   assert float(cov[0, 0] / cov[2, 2]) > 100.0
-  round_cov = np.asarray(final.shape[0] @ final.shape[0].T)
-  assert 0.1 < float(round_cov[0, 0] / round_cov[2, 2]) < 10.0
+  sphere_cond = [np.linalg.cond(np.asarray(final.shape[i] @ final.shape[i].T)) for i in range(4)]
+  assert max(sphere_cond) < 50.0, sphere_cond
+  assert np.linalg.cond(cov) > 50.0   # power: the elongated covariance fails the sphere's bound
 
 
 def test_nan_fitness_ranks_last_and_is_counted(identities):
