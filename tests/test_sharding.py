@@ -31,7 +31,7 @@ _SCRIPT = textwrap.dedent("""
     devs = jax.devices()
     problem = pgjax.problems.gaussian_quadratic()
     est = pgjax.score_function(problem.f, problem.dist_fn, num_samples=4)
-    tg = problem.true_grad(problem.params)
+    tg = jax.jit(problem.true_grad)(problem.params)
     key = jax.random.key(11)
 
     def bits(stats, fields=None):
@@ -55,7 +55,7 @@ _SCRIPT = textwrap.dedent("""
         out["bits"][f"S={num_seeds} D={d}"] = bits(s)
         if d == 8:
           # Reference from every seed's gradient, computed directly: padding must not leak in.
-          g = jax.vmap(lambda i: ravel_pytree(est(jax.random.fold_in(key, i), problem.params)[0])[0])(
+          g = jax.jit(jax.vmap(lambda i: ravel_pytree(est(jax.random.fold_in(key, i), problem.params)[0])[0]))(
               jnp.arange(num_seeds))
           g = np.asarray(g, np.float64)
           out["checks"][f"S={num_seeds}"] = dict(
@@ -100,7 +100,7 @@ _SCRIPT = textwrap.dedent("""
                                                                        chunk_size=20, devices=devs[:1]))
     out["bits"]["map_seeds C=5 D=4"] = bits_tree(pgjax.sweep.map_seeds(spread, key, num_seeds=40,
                                                                       chunk_size=5, devices=devs[:4]))
-    ref = jax.vmap(train)(jax.random.split(key, 37))
+    ref = jax.jit(jax.vmap(train))(jax.random.split(key, 37))
     got = pgjax.sweep.map_seeds(train, key, num_seeds=37, chunk_size=4)
     out["map_seeds_shapes"] = [list(x.shape) for x in jax.tree_util.tree_leaves(got)]
     out["map_seeds_vs_vmap"] = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
