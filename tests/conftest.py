@@ -7,8 +7,8 @@ import os
 # single-threaded Eigen keeps the two pytest-xdist workers from oversubscribing the 2 CI cores, and so does
 # generating each program's machine code in one piece (`--xla_cpu_parallel_codegen_split_count=1`: splitting
 # it for parallel code generation costs more CPU than it saves while both cores are busy; the whole suite,
-# back to back on a quiet machine: 351 s -> 316 s of CPU, 188 s -> 170 s wall). The split changes the generated code's rounding in
-# the last bits, as any compiler setting may; no test may depend on those bits.
+# back to back on a quiet machine: 351 s -> 316 s of CPU, 188 s -> 170 s wall). The split changes the
+# generated code's rounding in the last bits, as any compiler setting may; no test may depend on those bits.
 _FLAGS = ("--xla_cpu_multi_thread_eigen=false --xla_cpu_enable_concurrency_optimized_scheduler=false"
           " --xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAGS).strip()
@@ -39,7 +39,8 @@ def pytest_configure(config):
   # pytest-xdist's default distribution ("load") hands a module's tests to both workers, so each computes the
   # module's shared fixtures and cached compiled programs (measured: conformance families compiled twice).
   # Whole modules per worker ("loadscope") computes each once: back to back on a quiet machine, 358 s ->
-  # 341 s of CPU. Applies when `-n` is given without a `--dist` of one's own.
+  # 341 s of CPU. Applies with `-n` whenever the distribution is "load" (xdist's default; an explicit
+  # `--dist load` is indistinguishable from it); other `--dist` modes are left as given.
   if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", None) == "load":
     config.option.dist = "loadscope"
 
