@@ -10,53 +10,43 @@ import pytest
 import pgjax
 from pgjax import baselines
 from pgjax import problems as P
+from tests.helpers import device_array, jit_numpy
 
 
-
-def _f32(x):
-  """A float32 JAX array built from NumPy (``jax.device_put``: a transfer, no compiled program)."""
-  return jax.device_put(np.asarray(x, np.float32))
-
-
-def _jit(fn, *args):
-  """``fn(*args)`` as one compiled program, its results as NumPy arrays (checked in NumPy)."""
-  return jax.tree_util.tree_map(np.asarray, jax.jit(fn)(*args))
-
-
-R = _f32([1.0, 2.0, 4.0, 7.0])
-SQ = _f32([1.0, 0.0, 2.0, 1.0])
+R = device_array([1.0, 2.0, 4.0, 7.0])
+SQ = device_array([1.0, 0.0, 2.0, 1.0])
 LOO_R = [13 / 3, 12 / 3, 10 / 3, 7 / 3]                     # (14 - r_i) / 3
 OPT_LOO_R = [(16 - 1) / 3, 16 / 4, (16 - 8) / 2, (16 - 7) / 3]  # (16 - f_i s_i^2) / (4 - s_i^2)
 
 
 def test_none_constant_mean():
-  none, const, mean = _jit(lambda r: (baselines.none(r), baselines.constant(r, 2.5), baselines.batch_mean(r)), R)
+  none, const, mean = jit_numpy(lambda r: (baselines.none(r), baselines.constant(r, 2.5), baselines.batch_mean(r)), R)
   np.testing.assert_array_equal(none, [0, 0, 0, 0])
   np.testing.assert_array_equal(const, [2.5] * 4)
   np.testing.assert_allclose(mean, [3.5] * 4)
 
 
 def test_leave_one_out_hand_computed():
-  np.testing.assert_allclose(_jit(baselines.leave_one_out, R), LOO_R, rtol=1e-6)
+  np.testing.assert_allclose(jit_numpy(baselines.leave_one_out, R), LOO_R, rtol=1e-6)
 
 
 def test_optimal_hand_computed():
   # sum f s^2 / sum s^2 = (1 + 0 + 8 + 7) / 4 = 4
-  opt, opt_loo = _jit(lambda r, s: (baselines.optimal(r, s), baselines.optimal_leave_one_out(r, s)), R, SQ)
+  opt, opt_loo = jit_numpy(lambda r, s: (baselines.optimal(r, s), baselines.optimal_leave_one_out(r, s)), R, SQ)
   np.testing.assert_allclose(opt, [4.0] * 4, rtol=1e-6)
   np.testing.assert_allclose(opt_loo, OPT_LOO_R, rtol=1e-6)
 
 
 def test_optimal_zero_scores_falls_back_to_mean():
-  opt, opt_loo = _jit(lambda r, s: (baselines.optimal(r, s), baselines.optimal_leave_one_out(r, s)),
-                      R, _f32(np.zeros(4)))
+  opt, opt_loo = jit_numpy(lambda r, s: (baselines.optimal(r, s), baselines.optimal_leave_one_out(r, s)),
+                      R, device_array(np.zeros(4)))
   np.testing.assert_allclose(opt, [3.5] * 4)
   np.testing.assert_allclose(opt_loo, LOO_R, rtol=1e-6)
 
 
 def test_optimal_per_coordinate_hand_computed():
-  sq = _f32(np.stack([SQ, np.ones(4)], axis=1))  # column 2: plain mean
-  b, b_loo = _jit(lambda r, s: (baselines.optimal_per_coordinate(r, s),
+  sq = device_array(np.stack([SQ, np.ones(4)], axis=1))  # column 2: plain mean
+  b, b_loo = jit_numpy(lambda r, s: (baselines.optimal_per_coordinate(r, s),
                                 baselines.optimal_per_coordinate_leave_one_out(r, s)), R, sq)
   np.testing.assert_allclose(b, np.tile([4.0, 3.5], (4, 1)), rtol=1e-6)
   np.testing.assert_allclose(b_loo[:, 0], OPT_LOO_R, rtol=1e-6)
@@ -70,12 +60,12 @@ def test_baselines_broadcast_over_leading_axes():
   r = np.stack([rows, rows])                                     # [2, 3, 4]
   sq = np.broadcast_to(sq_np, r.shape)
   sq_scores = np.stack([sq, np.ones_like(sq)], axis=-1)          # [2, 3, 4, 2]
-  mean, loo, opt, opt_loo, b, const = _jit(
+  mean, loo, opt, opt_loo, b, const = jit_numpy(
       lambda r, sq, sq_scores, rows, c: (
           baselines.batch_mean(r), baselines.leave_one_out(r), baselines.optimal(r, sq),
           baselines.optimal_leave_one_out(r, sq), baselines.optimal_per_coordinate_leave_one_out(r, sq_scores),
           baselines.constant(rows, c)),
-      _f32(r), _f32(sq), _f32(sq_scores), _f32(rows), _f32([1.0, 2.0, 3.0]))
+      device_array(r), device_array(sq), device_array(sq_scores), device_array(rows), device_array([1.0, 2.0, 3.0]))
   want_mean = np.broadcast_to(np.array([3.5, 7.0, 4.5])[:, None], (3, 4))
   np.testing.assert_allclose(mean, np.stack([want_mean] * 2), rtol=1e-6)
   want_loo = np.array([LOO_R, 2 * np.array(LOO_R), np.array(LOO_R) + 1])
@@ -115,13 +105,13 @@ def test_get_numbers_callables_and_custom_baselines():
   custom = baselines.Baseline("scaled", lambda r, sq_norms: 0.5 * sq_norms, ("sq_norms",), 1, True)
   assert baselines.get(custom) is custom
   # Every baseline's output in one compiled program; checked below in NumPy.
-  (number, np_number, const, loo, opt, rowwise, custom_w, group) = _jit(
+  (number, np_number, const, loo, opt, rowwise, custom_w, group) = jit_numpy(
       lambda r, sq, rows, pair: (
           baselines.get(2.5)(r), baselines.get(np.float32(1.5)).weights(r),
           baselines.get("constant").weights(r, value=1.0), baselines.get("leave_one_out").weights(r),
           baselines.get("optimal").weights(r, sq_norms=sq), spec(rows), custom.weights(r, sq_norms=sq),
           baselines.get("group_normalize").weights(pair)),
-      R, SQ, _f32(np.stack([R, 2 * np.asarray(R)])), _f32([1.0, 3.0]))
+      R, SQ, device_array(np.stack([R, 2 * np.asarray(R)])), device_array([1.0, 3.0]))
   r, sq = np.asarray(R), np.asarray(SQ)
   np.testing.assert_array_equal(number, [2.5] * 4)
   np.testing.assert_array_equal(np_number, r - np.float32(1.5))
@@ -158,7 +148,7 @@ def _nan_reward_weights():
     return {name: baselines.get(name).weights(r, value=0.5, sq_norms=sq_norms, sq_scores=sq_scores)
             for name in baselines.names()}
   sq = np.asarray(SQ) + 1.0
-  return _jit(weights, _f32([1.0, np.nan, 4.0, 7.0]), _f32(sq), _f32(np.stack([sq] * 2, -1)))
+  return jit_numpy(weights, device_array([1.0, np.nan, 4.0, 7.0]), device_array(sq), device_array(np.stack([sq] * 2, -1)))
 
 
 @pytest.mark.parametrize("name", sorted(set(baselines.names())))
@@ -172,7 +162,7 @@ def test_nan_reward_propagates_into_the_weights(name):
 def test_group_normalize_nan_gives_nan_not_zero():
   # Eager on purpose: jit-compiled, XLA turns the mean's division by 3 into a multiplication by float32(1/3)
   # and the middle advantage comes out as -7e-8, not the exact 0 this check (relative tolerance, target 0) asks.
-  adv = np.asarray(baselines.group_normalize(_f32([[1.0, np.nan, 3.0], [1.0, 2.0, 3.0]])))
+  adv = np.asarray(baselines.group_normalize(device_array([[1.0, np.nan, 3.0], [1.0, 2.0, 3.0]])))
   assert np.isnan(np.asarray(adv[0])).all()
   np.testing.assert_allclose(adv[1], [-np.sqrt(1.5), 0.0, np.sqrt(1.5)], rtol=1e-6)
 
@@ -180,10 +170,10 @@ def test_group_normalize_nan_gives_nan_not_zero():
 # ------------------------------------------------------------------------------------------------ gradients
 
 def test_optimal_baselines_are_differentiable_in_their_inputs():
-  d_sq, d_r, d_sq_loo, d_sq_at_zero = _jit(lambda r, sq, zeros: (
+  d_sq, d_r, d_sq_loo, d_sq_at_zero = jit_numpy(lambda r, sq, zeros: (
       jax.grad(lambda s: baselines.optimal(r, s)[0])(sq), jax.grad(lambda r: baselines.optimal(r, sq)[0])(r),
       jax.grad(lambda s: baselines.optimal_leave_one_out(r, s)[0])(sq),
-      jax.grad(lambda s: jnp.sum(baselines.optimal(r, s)))(zeros)), R, SQ, _f32(np.zeros(4)))
+      jax.grad(lambda s: jnp.sum(baselines.optimal(r, s)))(zeros)), R, SQ, device_array(np.zeros(4)))
   r, sq = np.asarray(R), np.asarray(SQ)
   # d b*/d s_j = (f_j - b*) / sum s = (f_j - 4) / 4; d b*/d f_j = s_j / sum s.
   np.testing.assert_allclose(d_sq, (r - 4.0) / 4.0, rtol=1e-6)
@@ -204,7 +194,7 @@ def test_ema_sequence_hand_computed():
     b_raw, _ = baselines.ema_update(state, r3, decay=0.5, debias=False)
     return b1, b2, b3, b_raw
 
-  b1, b2, b3, b_raw = _jit(sequence, _f32([2.0, 4.0]), _f32([6.0, 6.0]), _f32([0.0]))
+  b1, b2, b3, b_raw = jit_numpy(sequence, device_array([2.0, 4.0]), device_array([6.0, 6.0]), device_array([0.0]))
   np.testing.assert_allclose(b1, [0.0, 0.0])            # nothing seen yet
   np.testing.assert_allclose(b2, [3.0, 3.0])            # debiased: 0.5*3 / (1 - 0.5)
   # m2 = 0.5*1.5 + 0.5*6 = 3.75; debias 1 - 0.25 = 0.75 -> 5
@@ -224,7 +214,7 @@ def test_ema_value_before_sampling_and_fold_after():
     rows = baselines.ema_fold(baselines.ema_init(jnp.zeros(2)), rows_rewards, decay=0.5)
     return v0, v1, v2, baselines.ema_value(rows, decay=0.5)
 
-  v0, v1, v2, v_rows = _jit(values, _f32([2.0, 4.0]), _f32([6.0, 6.0]), _f32([[1.0, 3.0], [5.0, 7.0]]))
+  v0, v1, v2, v_rows = jit_numpy(values, device_array([2.0, 4.0]), device_array([6.0, 6.0]), device_array([[1.0, 3.0], [5.0, 7.0]]))
   np.testing.assert_allclose(v0, 0.0)
   np.testing.assert_allclose(v1, 3.0)    # 0.5*3 / (1 - 0.5)
   np.testing.assert_allclose(v2, 5.0)    # 3.75 / 0.75
@@ -235,7 +225,7 @@ def test_ema_is_jittable_and_scannable():
   def step(state, r):
     b, state = baselines.ema_update(state, r, decay=0.9)
     return state, b[0]
-  _, bs = jax.jit(lambda rs: jax.lax.scan(step, baselines.ema_init(), rs))(_f32(np.ones((20, 3))))
+  _, bs = jax.jit(lambda rs: jax.lax.scan(step, baselines.ema_init(), rs))(device_array(np.ones((20, 3))))
   np.testing.assert_allclose(np.asarray(bs)[1:], 1.0, rtol=1e-6)    # debiased EMA of a constant is the constant
 
 
@@ -252,8 +242,8 @@ def test_ema_with_nonzero_initial_value():
     b, state = baselines.ema_update(state, ones, decay=0.9)
     return outs, b, state
 
-  ones = _f32(np.ones(2))
-  outs, b, state = jax.jit(run)(_f32(np.full((4,), 5.0)), ones)
+  ones = device_array(np.ones(2))
+  outs, b, state = jax.jit(run)(device_array(np.full((4,), 5.0)), ones)
   np.testing.assert_allclose(np.asarray(outs), [5.0, 5.0, 5.0], rtol=1e-6)
   np.testing.assert_allclose(np.asarray(b), [1.0, 1.0], rtol=1e-4)  # float32 cancellation in m_t - decay^t m_0
   with pytest.raises(ValueError, match="decay"):
@@ -265,9 +255,9 @@ def test_ema_with_nonzero_initial_value():
 # ------------------------------------------------------------------------------------------------ misc
 
 def test_group_normalize():
-  adv, tiny, adv_ddof1 = _jit(lambda r, t, pair: (baselines.group_normalize(r), baselines.group_normalize(t),
+  adv, tiny, adv_ddof1 = jit_numpy(lambda r, t, pair: (baselines.group_normalize(r), baselines.group_normalize(t),
                                                   baselines.group_normalize(pair, ddof=1)),
-                              _f32([[1.0, 3.0], [5.0, 5.0]]), _f32([1.0, 1.0 + 1e-9, 1.0]), _f32([0.0, 2.0]))
+                              device_array([[1.0, 3.0], [5.0, 5.0]]), device_array([1.0, 1.0 + 1e-9, 1.0]), device_array([0.0, 2.0]))
   np.testing.assert_allclose(adv, [[-1.0, 1.0], [0.0, 0.0]], atol=1e-6)  # zero-variance group -> 0
   assert np.all(np.isfinite(tiny)) and np.max(np.abs(tiny)) == 0.0
   np.testing.assert_allclose(adv_ddof1, [-1 / np.sqrt(2), 1 / np.sqrt(2)], rtol=1e-6)
@@ -285,12 +275,12 @@ def test_low_precision_rewards_keep_their_dtype():
 
 
 @pytest.mark.parametrize("fn, args, match", [
-    (baselines.leave_one_out, (_f32([1.0]),), "at least 2 samples"),
-    (baselines.optimal_leave_one_out, (_f32([1.0]), _f32([1.0])), "at least 2 samples"),
-    (baselines.batch_mean, (_f32(1.0),), "rewards"),
-    (baselines.optimal, (R, _f32(np.ones(3))), "sq_norms"),
-    (baselines.optimal_per_coordinate, (R, _f32(np.ones(4))), "sq_scores"),
-    (baselines.constant, (_f32(np.ones((2, 3))), _f32(np.ones(3))), "value"),
+    (baselines.leave_one_out, (device_array([1.0]),), "at least 2 samples"),
+    (baselines.optimal_leave_one_out, (device_array([1.0]), device_array([1.0])), "at least 2 samples"),
+    (baselines.batch_mean, (device_array(1.0),), "rewards"),
+    (baselines.optimal, (R, device_array(np.ones(3))), "sq_norms"),
+    (baselines.optimal_per_coordinate, (R, device_array(np.ones(4))), "sq_scores"),
+    (baselines.constant, (device_array(np.ones((2, 3))), device_array(np.ones(3))), "value"),
 ])
 def test_bad_input(fn, args, match):
   with pytest.raises(ValueError, match=match):
@@ -298,18 +288,18 @@ def test_bad_input(fn, args, match):
 
 
 def test_group_of_one():
-  np.testing.assert_array_equal(_jit(baselines.group_normalize, _f32([1.0])), [0.0])  # zero variance: 0
+  np.testing.assert_array_equal(jit_numpy(baselines.group_normalize, device_array([1.0])), [0.0])  # zero variance: 0
   with pytest.raises(ValueError, match="ddof"):
-    baselines.group_normalize(_f32([1.0]), ddof=1)
+    baselines.group_normalize(device_array([1.0]), ddof=1)
 
 
 def test_leave_one_out_optimal_ignores_own_sample():
   """b_i must not depend on x_i at all: changing sample i's score norm leaves b_i unchanged."""
   s0s = [1.0, 1e5, 1e7]
   sq = np.array([[s0, 1.0, 3.0] for s0 in s0s], np.float32)       # one row per s0
-  b, bk = _jit(lambda r, sq: ([baselines.optimal_leave_one_out(r, s) for s in sq],
+  b, bk = jit_numpy(lambda r, sq: ([baselines.optimal_leave_one_out(r, s) for s in sq],
                               [baselines.optimal_per_coordinate_leave_one_out(r, s[:, None]) for s in sq]),
-               _f32([1.0, 10.0, 20.0]), list(map(_f32, sq)))
+               device_array([1.0, 10.0, 20.0]), list(map(device_array, sq)))
   for i in range(len(s0s)):
     np.testing.assert_allclose(b[i][0], (10.0 * 1 + 20.0 * 3) / 4, rtol=1e-6)
     np.testing.assert_allclose(bk[i][0, 0], (10.0 * 1 + 20.0 * 3) / 4, rtol=1e-6)

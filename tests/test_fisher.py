@@ -19,17 +19,18 @@ from jax.flatten_util import ravel_pytree
 from pgjax.natural import empirical_fisher_vector_product
 from pgjax.natural import fisher_vector_product
 from pgjax.natural import kl_hessian_vector_product
+from tests.helpers import flat
 
 
 def _dense(fvp, params):
   """Materialises a matrix-free product column by column (jax.jacfwd of the matvec)."""
-  flat, unravel = ravel_pytree(params)
-  return jax.jit(jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0]))(jnp.zeros_like(flat))
+  vec, unravel = ravel_pytree(params)
+  return jax.jit(jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0]))(jnp.zeros_like(vec))
 
 
 def _jac(fvp, params):
-  flat, unravel = ravel_pytree(params)
-  return jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0])(jnp.zeros_like(flat))
+  vec, unravel = ravel_pytree(params)
+  return jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0])(jnp.zeros_like(vec))
 
 
 def _dense_of(make_fvp, params):
@@ -44,11 +45,6 @@ def _np_softmax(logits):
 
 def _np_softmax_fisher(p):
   return np.diag(p) - np.outer(p, p)
-
-
-def _np_ravel(tree):
-  """ravel_pytree's order (leaves in tree order), in numpy."""
-  return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
 
 
 def _all_dense(dist_fn, params, **kw):
@@ -272,8 +268,8 @@ def test_jit_vmap_and_single_trace():
   rows = [jax.tree_util.tree_map(lambda x: x[i], vs) for i in range(7)]
   refs = jax.jit(lambda p, rs: [fisher_vector_product(dist_fn, p)(r) for r in rs])(params, rows)
   for i in range(7):
-    np.testing.assert_allclose(_np_ravel(jax.tree_util.tree_map(lambda x: x[i], out)),
-                               _np_ravel(refs[i]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat(jax.tree_util.tree_map(lambda x: x[i], out)),
+                               flat(refs[i]), rtol=1e-5, atol=1e-6)
   products(jax.tree_util.tree_map(lambda x: x + 1.0, params), vs)  # same shapes: no retrace
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from pgjax._src import utils
 from pgjax.natural import conjugate_gradient
+from tests.helpers import numpy_tree
 
 
 def _spd(key, n, cond):
@@ -15,10 +16,6 @@ def _spd(key, n, cond):
   q, _ = jnp.linalg.qr(jax.random.normal(key, (n, n)))
   eig = jnp.logspace(0.0, jnp.log10(cond), n)
   return (q * eig[None, :]) @ q.T
-
-
-def _np(tree):
-  return jax.tree_util.tree_map(np.asarray, tree)
 
 
 def test_matches_dense_solve_on_damped_spd_systems(key):
@@ -32,7 +29,7 @@ def test_matches_dense_solve_on_damped_spd_systems(key):
     return a, b, conjugate_gradient(lambda v: a @ v, b, iters=3 * n, damping=damping, tol=0.0)
 
   for i, (cond, damping) in enumerate([(10.0, 0.0), (100.0, 0.1), (1e3, 1.0)]):
-    a, b, (x, info) = _np(case(key, i, np.float32(cond), np.float32(damping)))
+    a, b, (x, info) = numpy_tree(case(key, i, np.float32(cond), np.float32(damping)))
     expected = np.linalg.solve(np.asarray(a, np.float64) + damping * np.eye(n), np.asarray(b, np.float64))
     np.testing.assert_allclose(x, expected, rtol=2e-4, atol=2e-4 * np.abs(expected).max())
     assert info.residual_norm < 1e-4 * float(np.linalg.norm(b))
@@ -56,7 +53,7 @@ def test_pytree_system_matches_dense_solve_on_matrix_materialised_by_jacfwd(key)
     dense = jax.jacfwd(lambda x: flat(matvec(unflat(x))))(jnp.zeros(8))
     return m, b, dense, conjugate_gradient(matvec, b, iters=20, damping=0.5, tol=0.0)
 
-  m, b, dense, (x, info) = _np(run(key))
+  m, b, dense, (x, info) = numpy_tree(run(key))
   np.testing.assert_allclose(dense, m, rtol=1e-6)
   chex.assert_trees_all_equal_structs(x, b)
   chex.assert_trees_all_equal_shapes_and_dtypes(x, b)
@@ -82,7 +79,7 @@ def test_singular_softmax_fisher_with_damping_gives_damped_solution_never_nan():
             conjugate_gradient(matvec, b1, iters=10, damping=damping, tol=1e-4))
 
   bs = [np.ones(5, np.float32), np.array([1.0, -2.0, 0.5, 0.0, 3.0], np.float32)]
-  results = _np(solves(*bs))
+  results = numpy_tree(solves(*bs))
   for b, (x, info) in zip(bs, results[:2]):
     assert np.all(np.isfinite(x))
     expected = np.linalg.solve(np.asarray(fisher, np.float64) + damping * np.eye(5), np.asarray(b))
@@ -103,7 +100,7 @@ def test_undamped_singular_system_stops_finite():
     return (conjugate_gradient(lambda v: fisher @ v, jnp.ones(3), iters=10, damping=0.0, tol=0.0),
             conjugate_gradient(lambda v: indefinite @ v, jnp.array([0.0, 1.0]), iters=5))
 
-  (x, info), (x_indefinite, info_indefinite) = _np(solves())
+  (x, info), (x_indefinite, info_indefinite) = numpy_tree(solves())
   assert np.all(np.isfinite(x))
   assert not bool(info.converged)
   # An indefinite matrix: CG stops at the first non-positive curvature instead of diverging.
@@ -128,7 +125,7 @@ def test_64_vmapped_systems_with_very_different_conditioning_all_finite(key):
     return conjugate_gradient(lambda v: a @ v, b, iters=40, damping=0.0, tol=0.0)
 
   mats, bs = systems(key)
-  xs, info = _np(jax.vmap(solve)(mats, bs))
+  xs, info = numpy_tree(jax.vmap(solve)(mats, bs))
   mats, bs = np.asarray(mats), np.asarray(bs)
   assert np.all(np.isfinite(xs))
   assert np.all(np.isfinite(info.residual_norm))
@@ -149,7 +146,7 @@ def test_tolerance_stops_early_and_counts_iterations():
             conjugate_gradient(lambda v: 4.0 * v, jnp.zeros(3), iters=7),
             conjugate_gradient(lambda v: a @ v, jnp.ones(4), iters=10, tol=1e-6))
 
-  identity, zero, two_eigenvalues = _np(solves())
+  identity, zero, two_eigenvalues = numpy_tree(solves())
   # A multiple of the identity is solved in exactly one iteration.
   x, info = identity
   np.testing.assert_allclose(x, np.arange(1.0, 4.0) / 4.0, rtol=1e-6)

@@ -18,6 +18,7 @@ from pgjax.natural import backtracking_line_search
 from pgjax.natural import fisher_vector_product
 from pgjax.natural import natural_gradient
 from pgjax.natural import trust_region_step
+from tests.helpers import flat
 
 NUM_STATES = 32
 
@@ -53,11 +54,6 @@ def _add(a, b):
   return jax.tree_util.tree_map(jnp.add, a, b)
 
 
-def _np_ravel(tree):
-  """ravel_pytree's order (leaves in tree order), in numpy."""
-  return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
-
-
 def test_gaussian_natural_gradient_is_sigma2_g_mu_and_half_g_log_sigma():
   """F = diag(1/sigma^2, 2) in (mu, log sigma): F^-1 g = (sigma^2 g_mu, g_log_sigma / 2), exactly."""
   params = {"mu": np.float32(0.3), "log_sigma": np.float32(-0.8)}
@@ -81,16 +77,16 @@ def test_damped_natural_gradient_on_softmax_policy_matches_dense_solve():
   @jax.jit
   def dense_and_solve(p, g):
     fvp = fisher_vector_product(dist_fn, p)
-    flat, unravel = ravel_pytree(p)
-    dense = jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0])(jnp.zeros_like(flat))
+    vec, unravel = ravel_pytree(p)
+    dense = jax.jacfwd(lambda v: ravel_pytree(fvp(unravel(v)))[0])(jnp.zeros_like(vec))
     return dense, natural_gradient(g, fvp, damping=damping, iters=30, tol=0.0)
 
   dense, (d, info) = dense_and_solve(params, grads)
   expected = np.linalg.solve(np.asarray(dense, np.float64) + damping * np.eye(dense.shape[0]),
-                             _np_ravel(grads).astype(np.float64))
-  np.testing.assert_allclose(_np_ravel(d), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+                             flat(grads).astype(np.float64))
+  np.testing.assert_allclose(flat(d), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
   chex.assert_trees_all_equal_shapes_and_dtypes(d, grads)
-  assert np.all(np.isfinite(_np_ravel(d)))
+  assert np.all(np.isfinite(flat(d)))
 
 
 @pytest.mark.parametrize("policy", ["categorical", "gaussian"])
@@ -374,7 +370,7 @@ def test_low_precision_params_natural_gradient_matches_float32(dtype, tol):
   chex.assert_trees_all_equal_shapes_and_dtypes(d, params)
   chex.assert_trees_all_equal_shapes_and_dtypes(step, params)
   for out, ref in ((d, d_ref), (step, step_ref)):
-    out, ref = _np_ravel(f32(out)), _np_ravel(ref)
+    out, ref = flat(f32(out)), flat(ref)
     assert np.all(np.isfinite(out))
     np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.max(np.abs(ref)))
   np.testing.assert_allclose(kl, 0.01, rtol=1e-3)

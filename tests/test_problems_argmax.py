@@ -12,11 +12,7 @@ import pgjax
 from pgjax import testing
 from pgjax._src import problems as base_problems
 from pgjax._src.problems import classification as pa
-
-
-def _flat(tree):
-  """numpy counterpart of ``ravel_pytree(tree)[0]`` (same leaf order), without eager jnp work."""
-  return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
+from tests.helpers import flat
 
 
 @jax.jit
@@ -43,11 +39,11 @@ def test_policy_gradient_closed_form_matches_autodiff_and_foundation(key):
   for name in ("w", "b"):
     np.testing.assert_allclose(by_hand[name], auto[name], rtol=1e-5, atol=1e-7)
   # tau = 1 is the seed-000 classification robot's expected reward (an independent hand formula)
-  ref = _flat(ref)
-  ours = _flat(jax.tree_util.tree_map(lambda v: np.asarray(v)[1], by_hand))
+  ref = flat(ref)
+  ours = flat(jax.tree_util.tree_map(lambda v: np.asarray(v)[1], by_hand))
   np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
   # power control: the temperature matters
-  hot = _flat(jax.tree_util.tree_map(lambda v: np.asarray(v)[0], by_hand))
+  hot = flat(jax.tree_util.tree_map(lambda v: np.asarray(v)[0], by_hand))
   assert not np.allclose(hot, ref, rtol=1e-2)
 
 
@@ -95,9 +91,9 @@ def test_smoothed_accuracy_closed_form_binary(key):
 
   @jax.jit
   def closed_and_monte_carlo(params, data, k):
-    flat, unravel = ravel_pytree(params)
-    u = jax.random.normal(k, (40000, flat.shape[0]))
-    accs = jax.vmap(lambda v: pa.argmax_accuracy(unravel(flat + sigma * v), data))(u)
+    vec, unravel = ravel_pytree(params)
+    u = jax.random.normal(k, (40000, vec.shape[0]))
+    accs = jax.vmap(lambda v: pa.argmax_accuracy(unravel(vec + sigma * v), data))(u)
     return (pa.smoothed_argmax_accuracy(params, data, sigma), jnp.mean(accs), jnp.std(accs) / np.sqrt(u.shape[0]),
             pa.argmax_accuracy(params, data))
 

@@ -9,27 +9,17 @@ import numpy as np
 import pytest
 
 from pgjax import returns
-
-
-
-def _dev(x, dtype=np.float32):
-  """A JAX array built from NumPy (``jax.device_put``: a transfer, no compiled program)."""
-  return jax.device_put(np.asarray(x, dtype))
-
-
-def _jit(fn, *args):
-  """``fn(*args)`` as one compiled program, its results as NumPy arrays (checked in NumPy)."""
-  return jax.tree_util.tree_map(np.asarray, jax.jit(fn)(*args))
+from tests.helpers import device_array, jit_numpy
 
 
 R_NP = np.array([1.0, 2.0, 3.0, 4.0, 5.0], np.float32)
 D_NP = np.array([False, True, False, False, False])  # episode 0 = steps 0,1; episode 1 = steps 2..4 (cut)
 V_NP = np.array([0.5, 1.0, 2.0, 1.0, 0.0], np.float32)
-R, D, V = _dev(R_NP), _dev(D_NP, bool), _dev(V_NP)
+R, D, V = device_array(R_NP), device_array(D_NP, bool), device_array(V_NP)
 
 
 def test_discounted_returns_hand_computed():
-  g, g_boot, rtg = _jit(lambda r, d: (returns.discounted_returns(r, d, discount=0.5),
+  g, g_boot, rtg = jit_numpy(lambda r, d: (returns.discounted_returns(r, d, discount=0.5),
                                       returns.discounted_returns(r, d, discount=0.5, bootstrap_value=10.0),
                                       returns.reward_to_go(r, d)), R, D)
   # G4 = 5, G3 = 4 + .5*5, G2 = 3 + .5*6.5, G1 = 2 (done), G0 = 1 + .5*2
@@ -42,22 +32,22 @@ def test_discounted_returns_hand_computed():
 def test_done_at_last_step_ignores_bootstrap():
   d = D_NP.copy()
   d[-1] = True
-  np.testing.assert_allclose(_jit(lambda r, d: returns.discounted_returns(r, d, discount=0.5, bootstrap_value=10.0),
-                                  R, _dev(d, bool)),
+  np.testing.assert_allclose(jit_numpy(lambda r, d: returns.discounted_returns(r, d, discount=0.5, bootstrap_value=10.0),
+                                  R, device_array(d, bool)),
                              [2.0, 2.0, 6.25, 6.5, 5.0])
 
 
 def test_per_step_discount_array():
-  gam = _dev([0.5, 0.5, 0.0, 1.0, 1.0])  # zero discount at t=2 cuts the return there
-  np.testing.assert_allclose(_jit(lambda r, d, gam: returns.discounted_returns(r, d, discount=gam), R, D, gam),
+  gam = device_array([0.5, 0.5, 0.0, 1.0, 1.0])  # zero discount at t=2 cuts the return there
+  np.testing.assert_allclose(jit_numpy(lambda r, d, gam: returns.discounted_returns(r, d, discount=gam), R, D, gam),
                              [2.0, 2.0, 3.0, 9.0, 5.0])
 
 
 def test_episode_bookkeeping_hand_computed():
-  ret_discounted, ret, time, discounts, first, first_no_done = _jit(lambda r, d, no_done: (
+  ret_discounted, ret, time, discounts, first, first_no_done = jit_numpy(lambda r, d, no_done: (
       returns.episode_returns(r, d, discount=0.5), returns.episode_returns(r, d), returns.episode_time(d),
       returns.episode_discounts(d, discount=0.5), returns.first_episode_mask(d),
-      returns.first_episode_mask(no_done)), R, D, _dev(np.zeros(3), bool))
+      returns.first_episode_mask(no_done)), R, D, device_array(np.zeros(3), bool))
   np.testing.assert_allclose(ret_discounted, [2.0, 2.0, 6.25, 6.25, 6.25])
   np.testing.assert_allclose(ret, [3.0, 3.0, 12.0, 12.0, 12.0])
   np.testing.assert_array_equal(time, [0, 1, 0, 1, 2])
@@ -67,7 +57,7 @@ def test_episode_bookkeeping_hand_computed():
 
 
 def test_gae_hand_computed():
-  adv, adv0 = _jit(lambda r, v, d: (returns.gae(r, v, d, discount=0.5, lambda_=0.5, bootstrap_value=4.0),
+  adv, adv0 = jit_numpy(lambda r, v, d: (returns.gae(r, v, d, discount=0.5, lambda_=0.5, bootstrap_value=4.0),
                                     returns.gae(r, v, d, discount=0.5, lambda_=0.0, bootstrap_value=4.0)), R, V, D)
   # deltas = [1, 1, 1.5, 3, 7]; A = delta + .25 * (1 - d) * A_next
   np.testing.assert_allclose(adv, [1.25, 1.0, 2.6875, 4.75, 7.0])
@@ -76,17 +66,17 @@ def test_gae_hand_computed():
 
 
 def test_gae_lambda_one_is_return_minus_value():
-  adv = _jit(lambda r, v, d: returns.gae(r, v, d, discount=0.5, lambda_=1.0, bootstrap_value=4.0), R, V, D)
+  adv = jit_numpy(lambda r, v, d: returns.gae(r, v, d, discount=0.5, lambda_=1.0, bootstrap_value=4.0), R, V, D)
   np.testing.assert_allclose(adv, [1.5, 1.0, 4.75, 6.5, 7.0])  # [2, 2, 6.75, 7.5, 7] - V
 
 
 def test_batch_dims_jit_vmap_and_traces():
-  r2 = _dev(np.stack([R_NP, R_NP[::-1]], axis=1))
-  d2 = _dev(np.stack([D_NP, np.zeros(5, bool)], axis=1), bool)
+  r2 = device_array(np.stack([R_NP, R_NP[::-1]], axis=1))
+  d2 = device_array(np.stack([D_NP, np.zeros(5, bool)], axis=1), bool)
   # The batched returns and a sweep over a traced, vmapped discount, in one compiled program.
-  out, sweep = _jit(lambda r2, d2, r, d, gammas: (
+  out, sweep = jit_numpy(lambda r2, d2, r, d, gammas: (
       returns.discounted_returns(r2, d2, discount=0.5),
-      jax.vmap(lambda g: returns.discounted_returns(r, d, discount=g))(gammas)), r2, d2, R, D, _dev([0.5, 1.0]))
+      jax.vmap(lambda g: returns.discounted_returns(r, d, discount=g))(gammas)), r2, d2, R, D, device_array([0.5, 1.0]))
   np.testing.assert_allclose(out[:, 0], [2.0, 2.0, 6.25, 6.5, 5.0])
   # reversed rewards [5,4,3,2,1], no done: G4 = 1, G3 = 2.5, G2 = 4.25, G1 = 6.125, G0 = 8.0625
   np.testing.assert_allclose(out[:, 1], [8.0625, 6.125, 4.25, 2.5, 1.0])
@@ -104,7 +94,7 @@ def test_batch_dims_jit_vmap_and_traces():
 
 
 def test_gradient_through_returns():
-  g = _jit(lambda r, d: jax.grad(lambda r: returns.discounted_returns(r, d, discount=0.5)[0])(r), R, D)
+  g = jit_numpy(lambda r, d: jax.grad(lambda r: returns.discounted_returns(r, d, discount=0.5)[0])(r), R, D)
   np.testing.assert_allclose(g, [1.0, 0.5, 0.0, 0.0, 0.0])
 
 
@@ -118,17 +108,17 @@ def test_bad_discount_and_lambda(bad):
 
 def test_bad_shapes():
   with pytest.raises(ValueError, match="dones"):
-    returns.reward_to_go(R, _dev(D_NP[:4], bool))
+    returns.reward_to_go(R, device_array(D_NP[:4], bool))
   with pytest.raises(ValueError, match="rewards"):
-    returns.reward_to_go(_dev(1.0), _dev(True, bool))
+    returns.reward_to_go(device_array(1.0), device_array(True, bool))
   with pytest.raises(ValueError, match="T >= 1"):
-    returns.reward_to_go(_dev(np.zeros((0,))), _dev(np.zeros((0,)), bool))
+    returns.reward_to_go(device_array(np.zeros((0,))), device_array(np.zeros((0,)), bool))
   with pytest.raises(ValueError, match="values"):
-    returns.gae(R, _dev(V_NP[:3]), D, discount=0.9, lambda_=0.9)
+    returns.gae(R, device_array(V_NP[:3]), D, discount=0.9, lambda_=0.9)
   with pytest.raises(ValueError, match="bootstrap_value"):
-    returns.discounted_returns(R, D, discount=0.9, bootstrap_value=_dev(np.zeros(2)))
+    returns.discounted_returns(R, D, discount=0.9, bootstrap_value=device_array(np.zeros(2)))
   with pytest.raises(ValueError, match="discount"):
-    returns.discounted_returns(R, D, discount=_dev(np.full((3,), 0.5)))
+    returns.discounted_returns(R, D, discount=device_array(np.full((3,), 0.5)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -166,7 +156,7 @@ def test_lambda_returns_rlax_published_values():
   rewards, values, dones, discount, boot = _from_rlax(RLAX_R, RLAX_DISCOUNT, v_next=RLAX_V_NEXT)
   expected = np.array([[1.6460547, 0.72281253, 0.7375001, 0.6500001, 3.4],
                        [0.7866317, 0.9913063, 0.1101501, 2.834, 3.99]])
-  out, out_mc, discounted = _jit(lambda *a: (
+  out, out_mc, discounted = jit_numpy(lambda *a: (
       returns.lambda_returns(*a[:3], discount=a[3], lambda_=0.75, bootstrap_value=a[4]),
       returns.lambda_returns(*a[:3], discount=a[3], lambda_=1.0, bootstrap_value=a[4]),
       returns.discounted_returns(a[0], a[2], discount=a[3], bootstrap_value=a[4])),
@@ -183,7 +173,7 @@ def test_lambda_returns_rlax_published_values():
 def _n_step_returns_rlax():
   """n-step returns on rlax's inputs for every n below: one compiled program shared by the cases."""
   rewards, values, dones, discount, boot = _from_rlax(RLAX_R, RLAX_DISCOUNT, v_next=RLAX_V_NEXT)
-  return _jit(lambda *a: {n: returns.n_step_returns(*a[:3], n=n, discount=a[3], bootstrap_value=a[4])
+  return jit_numpy(lambda *a: {n: returns.n_step_returns(*a[:3], n=n, discount=a[3], bootstrap_value=a[4])
                           for n in (3, 5, 7)}, rewards, values, dones, discount, boot)
 
 
@@ -198,8 +188,8 @@ def test_n_step_returns_rlax_published_values(n, expected):
 
 
 def test_n_step_returns_hand_computed_with_done_and_lambda():
-  lam = _dev([0.2, 0.9, 0.5, 1.0, 0.3])
-  n2, n1, n5, lambda_returns = _jit(lambda r, v, d, lam: (
+  lam = device_array([0.2, 0.9, 0.5, 1.0, 0.3])
+  n2, n1, n5, lambda_returns = jit_numpy(lambda r, v, d, lam: (
       returns.n_step_returns(r, v, d, n=2, discount=0.5, bootstrap_value=4.0),
       returns.n_step_returns(r, v, d, n=1, discount=0.5, bootstrap_value=4.0),
       returns.n_step_returns(r, v, d, n=5, discount=0.5, lambda_=lam, bootstrap_value=4.0),
@@ -245,7 +235,7 @@ def _gae_rlax():
       out[lam] = (gaes, ictd)
     return out
 
-  return _jit(run, rewards, values, dones, discount, boot)
+  return jit_numpy(run, rewards, values, dones, discount, boot)
 
 
 @pytest.mark.parametrize("lam", [1.0, 0.7, 0.4])
@@ -261,17 +251,17 @@ def test_gae_rlax_published_values_scalar_and_per_step_lambda(lam):
 def test_gae_per_step_lambda_hand_computed():
   # deltas = [1, 1, 1.5, 3, 7] (test_gae_hand_computed); A_t = delta_t + .5 * lam_t * (1 - d_t) A_{t+1}
   lam_np = np.array([1.0, 0.3, 0.0, 0.5, 0.9], np.float32)
-  lam = _dev(lam_np)
+  lam = device_array(lam_np)
   # A4 = 7; A3 = 3 + .25*7 = 4.75; A2 = 1.5 (lambda 0); A1 = 1 (done); A0 = 1 + .5*1 = 1.5
   np.testing.assert_allclose(
-      _jit(lambda r, v, d, lam: returns.gae(r, v, d, discount=0.5, lambda_=lam, bootstrap_value=4.0), R, V, D, lam),
+      jit_numpy(lambda r, v, d, lam: returns.gae(r, v, d, discount=0.5, lambda_=lam, bootstrap_value=4.0), R, V, D, lam),
       [1.5, 1.0, 1.5, 4.75, 7.0])
   with pytest.raises(ValueError, match="lambda_"):
-    returns.gae(R, V, D, discount=0.5, lambda_=_dev(np.full((3,), 0.5)))
+    returns.gae(R, V, D, discount=0.5, lambda_=device_array(np.full((3,), 0.5)))
   lam_bad = lam_np.copy()
   lam_bad[2] = 1.5
   with pytest.raises(ValueError, match="lambda_"):
-    returns.gae(R, V, D, discount=0.5, lambda_=_dev(lam_bad))
+    returns.gae(R, V, D, discount=0.5, lambda_=device_array(lam_bad))
 
 
 def test_importance_corrected_td_errors_rlax_identity():
@@ -281,7 +271,7 @@ def test_importance_corrected_td_errors_rlax_identity():
   rewards, values, dones, discount, _ = _from_rlax(RLAX_R, RLAX_DISCOUNT, v_tm1=vals[:, :-1])
   boot = vals[:, -1]
   next_rho = np.concatenate([rho[:, 1:], np.ones((2, 1))], axis=1).T
-  direct, lambda_returns = _jit(lambda *a: (
+  direct, lambda_returns = jit_numpy(lambda *a: (
       returns.importance_corrected_td_errors(*a[:4], discount=a[5], bootstrap_value=a[6]),
       returns.lambda_returns(*a[:3], discount=a[5], lambda_=a[4], bootstrap_value=a[6])),
       rewards, values, dones, rho.T, next_rho, discount, boot)
@@ -307,7 +297,7 @@ VT_BOOTSTRAP = np.array([8.4, -1.2], np.float32)
 @functools.cache
 def _log_softmax_both():
   """jax.nn.log_softmax of the target and behaviour logits: one compiled program, computed once."""
-  return _jit(lambda t, b: (jax.nn.log_softmax(t), jax.nn.log_softmax(b)), _TARGET_LOGITS, _BEHAVIOUR_LOGITS)
+  return jit_numpy(lambda t, b: (jax.nn.log_softmax(t), jax.nn.log_softmax(b)), _TARGET_LOGITS, _BEHAVIOUR_LOGITS)
 
 
 def _vtrace_rhos():
@@ -318,7 +308,7 @@ def _vtrace_rhos():
 
 def test_vtrace_rlax_published_values():
   rewards, values, dones, discount, _ = _from_rlax(VT_R, VT_DISCOUNT, v_tm1=VT_V)
-  out = _jit(lambda *a: returns.vtrace(*a[:4], discount=a[4], bootstrap_value=a[5]),
+  out = jit_numpy(lambda *a: returns.vtrace(*a[:4], discount=a[4], bootstrap_value=a[5]),
              rewards, values, dones, _vtrace_rhos().T, discount, VT_BOOTSTRAP)
   expected_td = np.array([[-1.6155143, -3.4973226, 1.8670533, 5.0316002e1],
                           [1.4662437, 3.6116405, -8.3327293e-5, -1.3540000e1]])
@@ -341,7 +331,7 @@ def test_vtrace_lambda_q_estimate_identity_and_on_policy_reduction():
             returns.vtrace(rewards, values, dones, jnp.ones_like(rhos), **kw),
             returns.lambda_returns(rewards, values, dones, **kw), returns.gae(rewards, values, dones, **kw))
 
-  out, ones, lambda_returns, gae = _jit(run, rewards, values, dones, rhos, discount, VT_BOOTSTRAP)
+  out, ones, lambda_returns, gae = jit_numpy(run, rewards, values, dones, rhos, discount, VT_BOOTSTRAP)
   np.testing.assert_allclose(out.targets, values + np.minimum(1.0, rhos) * (out.q_estimates - values),
                              rtol=1e-3, atol=1e-5)
   np.testing.assert_allclose(ones.targets, lambda_returns, rtol=1e-5)
@@ -359,8 +349,8 @@ def test_vtrace_episodes_in_one_trace_equal_separate_traces():
                             bootstrap_value=10.0)
     return full, first, second
 
-  full, first, second = _jit(run, _dev([False, False, False, True, False, False, False, False], bool),
-                             _dev([1.0, 0.5, 1.0, 1.0, 0.9, 1.0, 0.7, 1.0]))
+  full, first, second = jit_numpy(run, device_array([False, False, False, True, False, False, False, False], bool),
+                             device_array([1.0, 0.5, 1.0, 1.0, 0.9, 1.0, 0.7, 1.0]))
   for a, b1, b2 in zip(full, first, second):
     np.testing.assert_allclose(a, np.concatenate([b1, b2]), rtol=1e-6)
 
@@ -379,8 +369,8 @@ def test_truncation_convention_adds_the_discounted_final_value_to_the_reward():
              fn(r[:3], v[:3], jnp.zeros(3, bool), discount=0.9, lambda_=lam[:3], bootstrap_value=6.0))
             for fn in fns]
 
-  for folded, alone in _jit(run, _dev([1.0, 2.0, 3.0, 4.0, 5.0]), _dev([0.5, 1.0, 2.0, 1.0, 0.0]),
-                            _dev([False, False, True, False, False], bool), _dev([0.9, 0.6, 0.8, 0.7, 0.5])):
+  for folded, alone in jit_numpy(run, device_array([1.0, 2.0, 3.0, 4.0, 5.0]), device_array([0.5, 1.0, 2.0, 1.0, 0.0]),
+                            device_array([False, False, True, False, False], bool), device_array([0.9, 0.6, 0.8, 0.7, 0.5])):
     np.testing.assert_allclose(folded, alone, rtol=1e-6)
 
 
@@ -394,7 +384,7 @@ def test_multistep_batch_dims_vmap_single_trace_and_bad_input():
     return (returns.lambda_returns(rewards, values, dones, discount=discount, lambda_=lam),
             returns.vtrace(rewards, values, dones, rhos, discount=discount, lambda_=lam).targets)
 
-  swept = jax.vmap(all_targets)(_dev([0.3, 0.8]))  # lambda traced: a sweep is a vmap
+  swept = jax.vmap(all_targets)(device_array([0.3, 0.8]))  # lambda traced: a sweep is a vmap
   swept = jax.tree_util.tree_map(np.asarray, swept)
   gam = np.array([0.9, 0.5, 0.7, 0.3], np.float32)
 
@@ -405,7 +395,7 @@ def test_multistep_batch_dims_vmap_single_trace_and_bad_input():
     return per_lambda, (returns.lambda_returns(rewards, values, dones, discount=gam, lambda_=0.6),
                         returns.lambda_returns(rewards, values, dones, discount=gam2, lambda_=0.6))
 
-  per_lambda, (per_step, per_step_and_env) = _jit(references, _dev(gam), _dev(np.stack([gam, gam], axis=1)))
+  per_lambda, (per_step, per_step_and_env) = jit_numpy(references, device_array(gam), device_array(np.stack([gam, gam], axis=1)))
   for i, (lambda_returns, vtrace_column) in enumerate(per_lambda):
     np.testing.assert_allclose(swept[0][i], lambda_returns, rtol=1e-6)
     # batch column 1 alone (time-major batch dims are independent)
@@ -445,7 +435,7 @@ def test_against_rlax_itself_when_installed():
                   VT_R, VT_DISCOUNT, v_next, lam))]
     return ref, out, pairs
 
-  ref, out, pairs = _jit(run)
+  ref, out, pairs = jit_numpy(run)
   np.testing.assert_allclose(out.errors.T, ref.errors, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out.pg_advantages.T, ref.pg_advantage, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(out.q_estimates.T, ref.q_estimate, rtol=1e-5, atol=1e-5)

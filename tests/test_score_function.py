@@ -12,7 +12,7 @@ import pytest
 
 import pgjax
 from pgjax import problems as P
-from helpers import assert_unbiased_with_power, scale_tree
+from helpers import assert_unbiased_with_power, flat, numpy_tree, scale_tree
 
 N = 8
 PROBLEMS = {
@@ -30,14 +30,8 @@ def _combined(prob, names, num_samples=N):
   return lambda key, params: ({b: e(key, params)[0] for b, e in ests.items()}, None)
 
 
-def _numpy(tree):
-  """A pytree's leaves as NumPy arrays (the tests post-process in NumPy: no eager JAX operations)."""
-  return jax.tree_util.tree_map(np.asarray, tree)
-
-
-def _flat(tree):
-  """A pytree's leaves raveled and concatenated in float64 (the order of ``jax.flatten_util.ravel_pytree``)."""
-  return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(tree)])
+def _flat64(tree):
+  return flat(tree, np.float64)
 
 
 def _replicates(combined, params, key, num_replicates, extra=None):
@@ -47,7 +41,7 @@ def _replicates(combined, params, key, num_replicates, extra=None):
     gs, _ = jax.vmap(combined, in_axes=(0, None))(jax.random.split(key, num_replicates), params)
     return gs, (None if extra is None else extra(key, params))
 
-  gs, out = _numpy(jax.jit(run)(key, params))
+  gs, out = numpy_tree(jax.jit(run)(key, params))
   reps = {name: np.concatenate([np.asarray(x, np.float64).reshape(num_replicates, -1)
                                 for x in jax.tree_util.tree_leaves(g)], axis=1) for name, g in gs.items()}
   return reps, out
@@ -64,13 +58,13 @@ def _unhash(key_data):
 
 def _true_grad(prob):
   """``prob.true_grad`` at ``prob.params``, jit-compiled, as NumPy float32 leaves."""
-  return _numpy(jax.jit(prob.true_grad)(prob.params))
+  return numpy_tree(jax.jit(prob.true_grad)(prob.params))
 
 
 def _within(reps, target, num_se=5.0):
   """pgjax.testing's criterion: every coordinate's mean within 5 SE (+1e-6) of the target."""
   mean, se = reps.mean(0), reps.std(0, ddof=1) / np.sqrt(reps.shape[0])
-  t = _flat(target)
+  t = _flat64(target)
   with np.errstate(divide="ignore", invalid="ignore"):  # a zero-SE coordinate reports an inf/nan ratio
     ratio = float(np.max(np.abs(mean - t) / se))
   return bool(np.all(np.abs(mean - t) <= num_se * se + 1e-6)), ratio
@@ -104,7 +98,7 @@ def test_constant_baseline_value_at_call_time_is_traced(key):
                                                                                               aux1.samples)
     return g1, aux1.baselines, gs, scores
 
-  g1, baselines, gs, scores = _numpy(run(key, prob.params))
+  g1, baselines, gs, scores = numpy_tree(run(key, prob.params))
   np.testing.assert_allclose(baselines, 0.3)
   np.testing.assert_allclose(gs[1], g1, rtol=1e-6)
   # Same samples, different constant: the difference is -c * mean score.
@@ -144,8 +138,8 @@ def test_pathwise_is_visibly_wrong_on_step_where_score_function_is_right(key):
 def _total_variances(combined, params, key, num_replicates):
   """Per estimate: tr Cov over replicates and its standard error (from the per-replicate squared deviations)."""
   out = {}
-  for name, flat in _replicates(combined, params, key, num_replicates)[0].items():
-    dev = np.sum((flat - flat.mean(0)) ** 2, axis=1) * num_replicates / (num_replicates - 1)
+  for name, reps in _replicates(combined, params, key, num_replicates)[0].items():
+    dev = np.sum((reps - reps.mean(0)) ** 2, axis=1) * num_replicates / (num_replicates - 1)
     out[name] = (dev.mean(), dev.std(ddof=1) / np.sqrt(num_replicates))
   return out
 
@@ -232,7 +226,7 @@ def _extreme_logits_results(key_data):
   ests = {b: pgjax.score_function(prob.f, prob.dist_fn, num_samples=16, baseline=b) for b in EXTREME_BASELINES}
   exact = pgjax.exact_gradient(prob.f, prob.dist_fn)
   run = lambda k, l: ({b: est(k, l) for b, est in ests.items()}, exact(None, l)[0])
-  return _numpy(jax.jit(run)(_unhash(key_data), logits))
+  return numpy_tree(jax.jit(run)(_unhash(key_data), logits))
 
 
 @pytest.mark.parametrize("baseline", EXTREME_BASELINES)
@@ -278,7 +272,7 @@ def test_exact_gradient_on_products_of_bernoulli_and_categorical():
                             pgjax.exact_gradient(f, dist_fn)(None, logits))
     return g, aux.value, prob.true_grad(bernoulli_logits), prob.expectation(bernoulli_logits), g2
 
-  g, value, true_grad, expectation, g2 = _numpy(run(prob.params, logits))
+  g, value, true_grad, expectation, g2 = numpy_tree(run(prob.params, logits))
   np.testing.assert_allclose(g, true_grad, atol=1e-6)
   np.testing.assert_allclose(value, expectation, rtol=1e-6)
   p = np.exp(logits) / np.sum(np.exp(logits), axis=1, keepdims=True)
@@ -463,7 +457,7 @@ def test_estimate_is_differentiable_in_a_hyperparameter_f_closes_over(key):
     return jnp.sum(g ** 2)
 
   # The estimate is linear in `scale`, so ||g||^2 = scale^2 * ||g(1)||^2 and the derivative is 2 scale ||g(1)||^2.
-  got, total_1 = _numpy(jax.jit(lambda: (jax.grad(total)(1.5), total(1.0)))())   # one program around both
+  got, total_1 = numpy_tree(jax.jit(lambda: (jax.grad(total)(1.5), total(1.0)))())   # one program around both
   np.testing.assert_allclose(got, 2 * 1.5 * total_1, rtol=1e-5)
 
 
@@ -485,7 +479,7 @@ def _optimal_baselines_derivatives(key_data, eps):
     (_, x0), grad = jax.value_and_grad(loss_and_samples, has_aux=True)(logits)
     return (x_minus, x0, x_plus), (loss_minus, loss_plus), jnp.vdot(grad, direction)
 
-  return _numpy(jax.jit(lambda l: {b: one(b, l) for b in OPTIMAL_BASELINES})(_bandit_logits()))
+  return numpy_tree(jax.jit(lambda l: {b: one(b, l) for b in OPTIMAL_BASELINES})(_bandit_logits()))
 
 
 @pytest.mark.parametrize("baseline", OPTIMAL_BASELINES)
@@ -511,7 +505,7 @@ def _nan_value_results(key_data):
   logits = jnp.array([2.0, 0.0, 0.0, 0.0])
   nan_f = lambda a: jnp.where(a == 0, jnp.nan, _bandit_f(a))
   ests = [pgjax.score_function(nan_f, _bandit_dist, num_samples=8, baseline=b) for b in NAN_BASELINES]
-  return _numpy(jax.jit(lambda k, l: [est(k, l) for est in ests])(_unhash(key_data), logits))
+  return numpy_tree(jax.jit(lambda k, l: [est(k, l) for est in ests])(_unhash(key_data), logits))
 
 
 @pytest.mark.parametrize("baseline", NAN_BASELINES)
@@ -553,6 +547,6 @@ def test_exact_gradient_counts_its_evaluations():
   enumerated = pgjax.exact_gradient(_bandit_f, _bandit_dist)
   closed_form = pgjax.exact_gradient(expectation=lambda l: jnp.sum(jax.nn.softmax(l)))
   both = jax.jit(lambda l: (enumerated(None, l), closed_form(None, l)))
-  (_, aux), (_, aux_closed) = _numpy(both(_bandit_logits()))
+  (_, aux), (_, aux_closed) = numpy_tree(both(_bandit_logits()))
   assert aux.num_evaluations == 4
   assert aux_closed.num_evaluations == 0
