@@ -188,9 +188,9 @@ def test_padding_is_dropped_from_the_statistics(tmp_path_factory, num_seeds):
 
 @settings(max_examples=200, deadline=None)
 @given(num_seeds=st.integers(2, 10 ** 7), chunk=st.integers(1, 4096), groups=st.integers(2, 64),
-       devices=st.sampled_from([1, 2, 3, 4, 8, 16]))
-def test_seed_layout_invariants(num_seeds, chunk, groups, devices):
-  lay = seed_layout(num_seeds, chunk, groups, devices)
+       devices=st.sampled_from([1, 2, 3, 4, 8, 16]), machine=st.sampled_from([1, 2, 4, 8, 16]))
+def test_seed_layout_invariants(num_seeds, chunk, groups, devices, machine):
+  lay = seed_layout(num_seeds, chunk, groups, devices, max_devices=machine)
   assert lay.num_groups % devices == 0
   assert lay.chunk_size <= chunk
   num_chunks = lay.num_groups * lay.chunks_per_group
@@ -203,10 +203,19 @@ def test_seed_layout_invariants(num_seeds, chunk, groups, devices):
   assert lay.groups_per_step == 1 or lay.chunks_per_group == 1
   assert lay.groups_per_step * lay.chunk_size <= chunk
   assert lay.num_groups % (lay.groups_per_step * devices) == 0
-  # The layout (hence every bit of the result) does not depend on a device count up to 8 dividing the
-  # groups.
-  if min(groups, num_seeds) % devices == 0 and devices <= 8:
-    assert lay == seed_layout(num_seeds, chunk, groups, 1)
+  # The layout (hence every bit of the result) does not depend on how many of the machine's devices are
+  # used, for every count dividing the groups.
+  if min(groups, num_seeds) % devices == 0 and devices <= machine:
+    assert lay == seed_layout(num_seeds, chunk, groups, 1, max_devices=machine)
+
+
+def test_seed_layout_steps_widen_with_fewer_devices_on_the_machine():
+  # 131072 seeds in 32 one-chunk groups of 4096: a vectorised step holds at most the groups of one device of
+  # the machine (32 / 8 on eight devices), so a machine with one device takes 16 groups (65536 seeds) per step.
+  assert seed_layout(131072, 65536, 32, 1, max_devices=8).groups_per_step == 4
+  assert seed_layout(131072, 65536, 32, 8, max_devices=8).groups_per_step == 4
+  assert seed_layout(131072, 65536, 32, 1, max_devices=1).groups_per_step == 16
+  assert seed_layout(131072, 8192, 32, 1, max_devices=1).groups_per_step == 2  # the chunk bounds it too
 
 
 def test_bad_devices_raise():

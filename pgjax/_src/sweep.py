@@ -123,8 +123,8 @@ def _safe_div(a, b):
 _CHUNK_BYTES = 32 * 2 ** 20    # aim: one chunk's intermediates within ~32 MiB
 _MIN_VECTOR = 8                # vectorise at least this many seeds ...
 _MAX_CHUNK_BYTES = 256 * 2 ** 20  # ... unless that exceeds this much memory
-_MAX_CHUNK = 16384
-_STEP_DEVICES = 8  # a step of several groups keeps the layout the same on device counts up to this
+_TINY_CHUNK = 8192             # estimators with this many seeds within _CHUNK_BYTES are tiny: ...
+_MAX_CHUNK = 65536             # ... they get chunks up to this, within _MAX_CHUNK_BYTES
 _MAP_SEEDS_CHUNKS = 16  # map_seeds' default chunk is at most ceil(num_seeds / 16)
 
 
@@ -155,13 +155,16 @@ def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_see
   r"""Picks a chunk size (a power of two) from one seed's intermediates, found by tracing (no compilation).
 
   With :math:`W` the bytes of all intermediate values in the jaxpr of one seed, the chunk is the largest
-  power of two with :math:`C\,W \le 32` MiB (the sum over-counts what XLA keeps live after fusion), at
-  least 8 seeds (vectorising over seeds pays even past the cache) unless 8 seeds exceed 256 MiB, at most
-  16384 and at most the next power of two of ``num_seeds``. :func:`seed_layout` may then lower it so that
-  the chunks tile the seed groups. The result depends only on the estimator, ``params`` and ``num_seeds``,
-  never on the devices, so that the default chunking (hence every bit of a result) is the same on any
-  device count. ``experiments/benchmarks/sweep_strategies.py`` compares the resulting speed with a full
-  ``vmap`` and with ``lax.map`` at several chunk sizes.
+  power of two with :math:`C\,W \le 32` MiB (the sum over-counts what XLA keeps live after fusion: about
+  10 times the compiled program's temporary memory for score-function estimators), at least 8 seeds
+  (vectorising over seeds pays even past the cache) unless 8 seeds exceed 256 MiB, and at most the next
+  power of two of ``num_seeds``. A *tiny* estimator, one whose 8192 seeds fit in 32 MiB, gets up to 65536
+  seeds within 256 MiB: its cost per seed is then the fixed cost of each operation (and, on a multi-core
+  CPU, of splitting it over the cores), which shrinks as the operations widen. :func:`seed_layout` may
+  then lower the chunk so that the chunks tile the seed groups. The result depends only on the estimator,
+  ``params`` and ``num_seeds``, never on the devices, so that the default chunking (hence every bit of a
+  result) is the same on any device count. ``experiments/benchmarks/sweep_strategies.py`` compares the
+  resulting speed with a full ``vmap`` and with ``lax.map`` at several chunk sizes.
   """
   try:
     per_seed = max(_intermediate_bytes(estimator, params, key), 64)
@@ -170,6 +173,8 @@ def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_see
   chunk = _CHUNK_BYTES // per_seed
   if chunk < _MIN_VECTOR:
     chunk = min(_MIN_VECTOR, max(1, _MAX_CHUNK_BYTES // per_seed))
+  elif chunk >= _TINY_CHUNK:
+    chunk = _MAX_CHUNK_BYTES // per_seed
   chunk = min(_MAX_CHUNK, max(1, chunk))
   chunk = 2 ** int(math.floor(math.log2(chunk)))
   return int(min(chunk, 2 ** int(math.ceil(math.log2(max(num_seeds, 1))))))
@@ -198,7 +203,7 @@ def _fnorm(x, axis=0):
 
 
 class SeedLayout(NamedTuple):
-  """How ``num_seeds`` seeds are laid out (all static, independent of the device count).
+  """How ``num_seeds`` seeds are laid out (all static, independent of how many devices are used).
 
   Seeds ``0 .. num_groups * chunks_per_group * chunk_size - 1`` are split into ``num_groups`` contiguous
   groups of ``chunks_per_group`` chunks of ``chunk_size`` seeds; seeds ``>= num_seeds`` are padding, computed
@@ -218,17 +223,20 @@ class SeedLayout(NamedTuple):
     return self.num_groups * self.chunks_per_group * self.chunk_size
 
 
-def seed_layout(num_seeds: int, chunk_size: int, num_groups: int, num_devices: int = 1) -> SeedLayout:
+def seed_layout(num_seeds: int, chunk_size: int, num_groups: int, num_devices: int = 1,
+                max_devices: int | None = None) -> SeedLayout:
   """Chooses groups and chunks: at most ``chunk_size`` seeds per chunk, little padding.
 
   ``num_groups`` is first capped at ``num_seeds`` and then rounded up to a multiple of ``num_devices`` (so
   the layout, hence every bit of the result, is the same for all device counts that divide it). The chunk
   size is then shrunk to ``ceil(num_seeds / (num_groups * chunks_per_group))`` so padding is below one seed
   per chunk. When a group fits in one chunk, ``groups_per_step`` is the largest power of two with
-  ``groups_per_step * chunk_size <= chunk_size argument`` such that ``8 * groups_per_step`` divides the
-  number of groups (so the layout is the same on every device count up to 8 that divides it) and
-  ``num_devices * groups_per_step`` does too.
+  ``groups_per_step * chunk_size <= chunk_size argument`` such that ``max_devices * groups_per_step``
+  divides the number of groups (so the layout is the same on every device count up to ``max_devices``
+  that divides it; :func:`gradient_stats` passes ``jax.device_count()``, all devices of all processes) and
+  ``num_devices * groups_per_step`` does too. ``max_devices`` defaults to ``num_devices``.
   """
+  max_devices = num_devices if max_devices is None else max(max_devices, num_devices)
   groups = min(num_groups, num_seeds)
   groups = -(-groups // num_devices) * num_devices
   per_group = -(-num_seeds // groups)
@@ -236,7 +244,7 @@ def seed_layout(num_seeds: int, chunk_size: int, num_groups: int, num_devices: i
   size = -(-per_group // chunks)
   step = 1
   if chunks == 1:
-    while (2 * step * size <= chunk_size and groups % (2 * step * _STEP_DEVICES) == 0
+    while (2 * step * size <= chunk_size and groups % (2 * step * max_devices) == 0
            and groups % (2 * step * num_devices) == 0):
       step *= 2
   return SeedLayout(num_seeds, groups, chunks, size, step)
@@ -267,9 +275,13 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
   multiple of the device count), each device scanning its groups' chunks; the per-group moments are then
   all-gathered and pooled identically on every device. Padding seeds are masked out of every statistic.
   Because a group's moments are accumulated chunk by chunk in the same order on any device, and pooled with
-  fixed-order sums, the result is **bit-identical on 1, 2, 4 and 8 devices**: on every device count up to 8
-  that divides ``num_groups`` (32 by default), and on larger ones that divide ``num_groups`` when the
-  layout evaluates one group per vectorised step (:func:`seed_layout`). One caveat, seen on CPU: inside an
+  fixed-order sums, the result is **bit-identical on 1, 2, 4 and 8 devices**: on any number of the
+  machine's devices (``devices``, a subset of ``jax.devices()``) that divides ``num_groups`` (32 by
+  default). The layout does depend on how many devices the machine has (``jax.device_count()``): a
+  vectorised step holds at most the seed groups of one of them (:func:`seed_layout`), so that a one-device
+  machine evaluates a cheap estimator in steps as wide as a full ``vmap`` would (wider operations run
+  faster on a multi-core CPU). Machines with different device counts may therefore differ in the last
+  bits, as machines with different hardware can. One caveat, seen on CPU: inside an
   enclosing ``jax.vmap`` XLA may fuse the pooling differently per device count, and as it contracts
   ``a * b + c`` into fused multiply-adds within a fusion, the jackknife standard errors can then differ in
   the last bit (1 ulp seen); every other field stays bit-identical.
@@ -304,7 +316,7 @@ def gradient_stats(estimator: Estimator, params: Any, key: jax.Array, *, num_see
     chunk_size = choose_chunk_size(estimator, params, key, num_seeds)
   chunk_size = validation.check_positive_int(chunk_size, "chunk_size")
   devices = _check_devices(devices)
-  layout = seed_layout(num_seeds, chunk_size, num_groups, len(devices))
+  layout = seed_layout(num_seeds, chunk_size, num_groups, len(devices), jax.device_count())
   if true_grad is not None:
     validation.check_same_structure(params, true_grad, "params", "true_grad")
   mesh = _seeds_mesh(devices) if len(devices) > 1 else None
