@@ -380,9 +380,10 @@ CHUNK_CASES = [
 
 @pytest.mark.parametrize("kw", CHUNK_CASES, ids=lambda kw: "-".join(str(v) for v in kw.values()))
 def test_same_key_same_estimate_whatever_the_chunking(key, kw):
-  # d = 1000, 32 directions: the same key gives the same directions, hence the same estimate up to the
-  # reassociation of float sums, for every batch_size (None = the default chunking).
-  x = jnp.linspace(-1.0, 1.0, 1000)
+  # d = 2**15, 32 directions: the same key gives the same directions, hence the same estimate up to the
+  # reassociation of float sums, for every batch_size (None = the default chunking: 16 float32 directions
+  # of this size fill its 2 MiB, so the default takes two chunks here).
+  x = jnp.linspace(-1.0, 1.0, 2 ** 15)
   ests = [zeroth_order(f_big, num_directions=32, sigma=0.1, batch_size=bs, **kw) for bs in (None, 1, 4, 32)]
   outs = jax.jit(lambda k: [e(k, x) for e in ests] + [ests[0](jax.random.fold_in(k, 1), x)])(key)
   g0, aux0 = outs[0]

@@ -141,10 +141,12 @@ __all__ = ("ZerothOrderAux", "centered_ranks", "quadratic_trace_covariance", "ze
 
 _SCHEMES = {"plain": "plain", "forward": "forward", "antithetic": "antithetic", "central": "antithetic"}
 _DIRECTIONS = ("gaussian", "sphere", "orthogonal", "orthogonal_sphere")
-# Default chunking: evaluate chunks of 16 directions when d >= 512 (bounds memory; on XLA:CPU a vmapped row
-# reduction over the fused perturbation x + sigma u was measured slower than chunks, see
-# experiments/benchmarks). The estimate does not depend on the chunking.
-_CHUNK, _CHUNK_MIN_DIM = 16, 512
+# Default chunking: the most directions (a power of two) whose values fit in _CHUNK_BYTES. On XLA:CPU, with a
+# cheap f and 128-256 directions, this was within 10% of the fastest chunk size at every dimension tried from
+# 512 to 100000 (all directions up to d ~ 4000, 4 at d = 100000), where a fixed 16 was up to 1.7x slower:
+# wider chunks leave the cache, narrower ones pay per-step overhead (experiments/benchmarks/zo_vs_evosax.py).
+# The estimate does not depend on the chunking.
+_CHUNK_BYTES = 2 * 2 ** 20
 
 
 class ZerothOrderAux(NamedTuple):
@@ -357,10 +359,11 @@ def _source(cfg: _Config, key: jax.Array, d: int, dtype: Any, materialise: bool)
 
 # ------------------------------------------------------------------------------------------ evaluation
 
-def _chunk_size(cfg: _Config, d: int) -> int:
+def _chunk_size(cfg: _Config, d: int, dtype: Any) -> int:
   bs = cfg.batch_size
   if bs is None:
-    bs = _CHUNK if d >= _CHUNK_MIN_DIM else cfg.num_distinct
+    fits = max(1, _CHUNK_BYTES // (d * jnp.dtype(dtype).itemsize))
+    bs = 1 << (fits.bit_length() - 1)  # the largest power of two <= fits
   return max(1, min(bs, cfg.num_distinct))
 
 
@@ -556,9 +559,10 @@ def zeroth_order(
       (default) instead of one key each.
     noise: ``None`` (fresh ``jax.random`` directions) or a shared :class:`~pgjax._src.noise.NoiseTable`
       (approximate Gaussian directions; requires ``directions="gaussian"``).
-    batch_size: evaluate ``f`` over the directions in chunks of this many (bounds memory). Default: chunks
-      of 16 when the dimension is at least 512, else all at once. The same key gives the same directions
-      and the same estimate (up to floating-point reassociation) whatever the chunking.
+    batch_size: evaluate ``f`` over the directions in chunks of this many (bounds memory). Default: the
+      largest power of two of directions that fits in 2 MiB (``d * itemsize`` bytes each; all of them when
+      they fit). The same key gives the same directions and the same estimate (up to floating-point
+      reassociation) whatever the chunking.
 
   Returns:
     ``estimator(key, params) -> (grads, aux)`` with ``grads`` shaped and typed like ``params`` and ``aux``
@@ -587,7 +591,7 @@ def zeroth_order(
     keys, center_key = _eval_keys(cfg, k_f)
     b0 = f_at(center_key, flat) if cfg.center else None
     run = _estimate_streamed if streamed else _estimate_batched
-    acc, values, fit, b = run(cfg, source, evaluate, keys, b0, _chunk_size(cfg, d), d, dtype)
+    acc, values, fit, b = run(cfg, source, evaluate, keys, b0, _chunk_size(cfg, d, dtype), d, dtype)
     grads = unravel((acc / sig.astype(acc_dtype)).astype(dtype))
     nonfinite = shaping_lib.num_nonfinite(values)
     if b0 is not None:
