@@ -86,8 +86,8 @@ import numpy as np
 from pgjax._src import linalg
 from pgjax._src import utils
 from pgjax._src import validation
+from pgjax._src.base import PyTree
 
-PyTree = Any
 FisherProduct = Callable[[PyTree], PyTree]
 
 __all__ = [

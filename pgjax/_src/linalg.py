@@ -29,16 +29,15 @@ leaves' dtypes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from pgjax._src import validation
+from pgjax._src.base import PyTree
 from pgjax._src.utils import tree_vdot
-
-PyTree = Any
 
 __all__ = ["CGInfo", "conjugate_gradient"]
 

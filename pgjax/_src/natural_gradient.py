@@ -28,7 +28,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,9 +36,8 @@ import jax.numpy as jnp
 from pgjax._src import linalg
 from pgjax._src import utils
 from pgjax._src import validation
+from pgjax._src.base import PyTree
 from pgjax._src.linalg import CGInfo
-
-PyTree = Any
 
 __all__ = [
     "LineSearchInfo",

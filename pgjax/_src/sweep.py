@@ -33,8 +33,7 @@ from jax.flatten_util import ravel_pytree
 
 from pgjax._src import utils
 from pgjax._src import validation
-
-Estimator = Callable[..., tuple[Any, Any]]
+from pgjax._src.base import Estimator
 
 
 class GradientStats(NamedTuple):

@@ -28,7 +28,7 @@ alone; to set it through ``inject_hyperparams`` name it static,
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +37,8 @@ import optax
 from pgjax._src import linalg
 from pgjax._src import natural_gradient as ng
 from pgjax._src import validation
+from pgjax._src.base import PyTree
 from pgjax._src.linalg import CGInfo
-
-PyTree = Any
 
 __all__ = ["NaturalGradientState", "natural_sgd", "scale_by_natural_gradient"]
 
