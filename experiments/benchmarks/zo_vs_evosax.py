@@ -131,6 +131,32 @@ def time_variants(variants, *, repeats: int, inner: int):
   return {name: float(np.median(v)) for name, v in times.items()}, times
 
 
+def chunk_sweep(dims=(512, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 100000),
+                batch_sizes=(4, 8, 16, 32, 64, 128, 256), schemes=("antithetic", "plain")):
+  """Time per generation of ``pgjax_iid`` at fixed ``batch_size`` values and with the default, per dimension
+  and scheme (no claims; printed): the measurement behind ``zeroth_order``'s default chunk size. Each time is
+  relative to the fastest of the row. ``python -c "from experiments.benchmarks.zo_vs_evosax import
+  chunk_sweep as f; f()"``"""
+  opt = optax.sgd(LR)
+  for scheme in schemes:
+    distinct = POP // 2 if scheme == "antithetic" else POP
+    for d in dims:
+      x0 = jnp.full((d,), 0.5, jnp.float32)
+      variants = {}
+      for bs in (None,) + tuple(b for b in batch_sizes if b <= distinct):
+        est = pgjax.zeroth_order(sphere, num_directions=POP, sigma=SIGMA, scheme=scheme, batch_size=bs)
+
+        @jax.jit
+        def gen(key, carry, est=est):
+          x, opt_state = carry
+          upd, opt_state = opt.update(est(key, x)[0], opt_state, x)
+          return optax.apply_updates(x, upd), opt_state
+        variants["default" if bs is None else f"bs{bs}"] = (gen, (x0, opt.init(x0)))
+      med, _ = time_variants(variants, repeats=7, inner=max(3, 200000 // d))
+      best = min(med.values())
+      print(f"{scheme} d={d:>6}: " + ", ".join(f"{k} {v / best:.2f}" for k, v in med.items()), flush=True)
+
+
 def main(argv=None):
   started = time.time()
   args = parse_args(__doc__.splitlines()[0], argv, extra=lambda p: p.add_argument(

@@ -142,10 +142,10 @@ __all__ = ("ZerothOrderAux", "centered_ranks", "quadratic_trace_covariance", "ze
 _SCHEMES = {"plain": "plain", "forward": "forward", "antithetic": "antithetic", "central": "antithetic"}
 _DIRECTIONS = ("gaussian", "sphere", "orthogonal", "orthogonal_sphere")
 # Default chunking: the most directions (a power of two) whose values fit in _CHUNK_BYTES. On XLA:CPU, with a
-# cheap f and 128-256 directions, this was within 10% of the fastest chunk size at every dimension tried from
-# 512 to 100000 (all directions up to d ~ 4000, 4 at d = 100000), where a fixed 16 was up to 1.7x slower:
-# wider chunks leave the cache, narrower ones pay per-step overhead (experiments/benchmarks/zo_vs_evosax.py).
-# The estimate does not depend on the chunking.
+# cheap f and 128-256 directions, this was within 7% of the fastest chunk size in 17 of 18 (scheme, dimension)
+# pairs from d = 512 to 100000 and within 15% in the last (all directions up to d ~ 4000, 4 at d = 100000),
+# where a fixed 16 was up to 1.5x slower: wider chunks leave the cache, narrower ones pay per-step overhead
+# (chunk_sweep in experiments/benchmarks/zo_vs_evosax.py). The estimate does not depend on the chunking.
 _CHUNK_BYTES = 2 * 2 ** 20
 
 
