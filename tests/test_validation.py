@@ -53,12 +53,19 @@ def test_numeric_checks_name_the_argument():
     validation.check_positive_int(2.0, "n")
   with pytest.raises(ValueError, match="`n`"):
     validation.check_positive_int(1, "n", minimum=2)
+  with pytest.raises(ValueError, match="`temperature`.*scalar"):
+    validation.check_positive_scalar(np.ones(2), "temperature")
+  for bad in (0.0, -1.0, float("inf")):
+    with pytest.raises(ValueError, match="`temperature` must be finite and > 0"):
+      validation.check_positive_scalar(bad, "temperature")
+  validation.check_positive_scalar(np.float32(0.5), "temperature")
 
 
 def test_traced_values_pass_numeric_checks():
   def f(s):
     validation.check_positive(s, "sigma")
     validation.check_range(s, "decay", 0.0, 1.0)
+    validation.check_positive_scalar(s, "temperature")
     return s
   assert float(jax.jit(f)(-1.0)) == -1.0
 

@@ -381,7 +381,6 @@ def run(cem: CrossEntropyMethod, key: jax.Array, state: CEMState, f: Callable[..
   Returns:
     ``(final_state, infos)`` with every :class:`CEMInfo` field stacked to ``[num_steps]``.
   """
-  if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-    raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
-  keys = jax.random.split(validation.as_key(key, "key"), int(num_steps))
+  num_steps = validation.check_positive_int(num_steps, "num_steps")
+  keys = jax.random.split(validation.as_key(key, "key"), num_steps)
   return jax.lax.scan(lambda s, kk: cem.step(kk, s, f), state, keys)

@@ -42,7 +42,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from pgjax._src import validation
 
 __all__ = ("NoiseTable", "noise_table", "sample_offsets", "gather_slices", "weighted_slice_sum")
 
@@ -72,13 +73,10 @@ def noise_table(key: jax.Array, *, size: int = 2**25, dtype: Any = jnp.float32) 
   Raises:
     TypeError / ValueError: ``size`` not a positive integer, ``dtype`` not floating.
   """
-  if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-    raise TypeError(f"`size` must be an integer, got {size!r}.")
-  if size < 1:
-    raise ValueError(f"`size` must be >= 1, got {size}.")
+  size = validation.check_positive_int(size, "size")
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"`dtype` must be a floating dtype, got {dtype}.")
-  return NoiseTable(jax.random.normal(key, (int(size),), dtype))
+  return NoiseTable(jax.random.normal(key, (size,), dtype))
 
 
 def _table_array(noise: NoiseTable | jax.Array) -> jax.Array:

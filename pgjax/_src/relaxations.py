@@ -187,11 +187,6 @@ def _cast_like(grads, params):
   return jax.tree_util.tree_map(lambda g, p: g.astype(jnp.asarray(p).dtype), grads, params)
 
 
-def _check_temperature(temperature, name="temperature"):
-  validation.check_scalar(temperature, name)
-  validation.check_positive(temperature, name)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Gumbel-softmax / Concrete and straight-through.
 
@@ -247,7 +242,7 @@ def gumbel_softmax(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any],
   validation.check_callable(f, "f")
   validation.check_callable(dist_fn, "dist_fn")
   num_samples = validation.check_positive_int(num_samples, "num_samples")
-  _check_temperature(temperature)
+  validation.check_positive_scalar(temperature, "temperature")
   if not isinstance(straight_through, bool):
     raise TypeError(f"`straight_through` must be a bool, got {straight_through!r}.")
   default_temperature = temperature
@@ -256,7 +251,7 @@ def gumbel_softmax(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any],
     key = validation.as_key(key)
     validation.check_float_tree(params, "params")
     tau = default_temperature if temperature is None else temperature
-    _check_temperature(tau)
+    validation.check_positive_scalar(tau, "temperature")
     kind, logits, _ = _kind_and_logits(dist_fn(params))
     dtype = _float_dtype(logits)
     tau = jnp.asarray(tau, dtype)
@@ -396,7 +391,7 @@ def rebar(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any], Any], *,
   validation.check_callable(f, "f")
   validation.check_callable(dist_fn, "dist_fn")
   num_samples = validation.check_positive_int(num_samples, "num_samples")
-  _check_temperature(temperature)
+  validation.check_positive_scalar(temperature, "temperature")
   validation.check_scalar(eta, "eta")
   default_temperature, default_eta = temperature, eta
 
@@ -405,7 +400,7 @@ def rebar(f: Callable[[jax.Array], jax.Array], dist_fn: Callable[[Any], Any], *,
     validation.check_float_tree(params, "params")
     tau = default_temperature if temperature is None else temperature
     scale = default_eta if eta is None else eta
-    _check_temperature(tau)
+    validation.check_positive_scalar(tau, "temperature")
     validation.check_scalar(scale, "eta")
     kind, logits, _ = _kind_and_logits(dist_fn(params))
     dtype = _float_dtype(logits)

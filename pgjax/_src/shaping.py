@@ -47,8 +47,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
+
+from pgjax._src import validation
 
 __all__ = ("SHAPINGS", "centered_ranks", "changes_estimand", "elite_indices", "get_shaping", "nes_utilities",
            "num_nonfinite", "zscore")
@@ -222,9 +223,8 @@ def elite_indices(x: ArrayLike, num_elite: int, where: ArrayLike | None = None) 
   """
   x = _as_float(x)
   n = x.shape[-1]
-  if isinstance(num_elite, bool) or not isinstance(num_elite, (int, np.integer)):
-    raise TypeError(f"`num_elite` must be an integer, got {num_elite!r}.")
-  if not 1 <= num_elite <= n:
+  num_elite = validation.check_positive_int(num_elite, "num_elite")
+  if num_elite > n:
     raise ValueError(f"`num_elite` must be in [1, {n}] (the population size), got {num_elite}.")
   lo = _rowwise(lambda xr, wr: _rank_bounds(xr, wr)[0], x, _as_mask(where, x))
   return jax.lax.top_k(lo, int(num_elite))[1].astype(jnp.int32)

@@ -98,6 +98,12 @@ def check_scalar(value: Any, name: str) -> None:
     raise ValueError(f"`{name}` must be a scalar, got shape {arr.shape}.")
 
 
+def check_positive_scalar(value: Any, name: str) -> None:
+  """``check_scalar`` and ``check_positive``: a 0-d real value, finite and > 0 when concrete."""
+  check_scalar(value, name)
+  check_positive(value, name)
+
+
 def check_range(value: Any, name: str, lo: float, hi: float, *, lo_open: bool = False,
                 hi_open: bool = False) -> None:
   """``ValueError`` unless a concrete scalar ``value`` lies in the interval from ``lo`` to ``hi``."""

@@ -35,6 +35,8 @@ import numpy as np
 from flax import struct
 from jax.custom_batching import custom_vmap
 
+from pgjax._src import validation
+
 __all__ = ["ProgressBar", "TrainState", "Trainer", "concatenate_metrics"]
 
 _KEY_STREAMS = ("joint", "separate")
@@ -111,8 +113,7 @@ class Trainer:
       raise ValueError(f"`key_stream` must be one of {_KEY_STREAMS}, got {key_stream!r}.")
     if callback is not None and not callable(callback):
       raise TypeError(f"`callback` must be callable or None, got {type(callback).__name__}.")
-    if isinstance(log_every, bool) or not isinstance(log_every, (int, np.integer)) or log_every < 1:
-      raise ValueError(f"`log_every` must be a positive integer, got {log_every!r}.")
+    log_every = validation.check_positive_int(log_every, "log_every")
     self._setup = setup
     self.num_iterations = int(num_iterations)
     self._metrics = metrics

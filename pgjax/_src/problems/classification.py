@@ -176,15 +176,6 @@ def classification_robot(key: jax.Array | None = None, *, num_examples: int = 32
   return Problem("classification_robot", params, dist_fn, f, expectation, true_grad, False), data
 
 
-def _check_temperature(temperature: Any) -> None:
-  if np.ndim(temperature) != 0:
-    raise ValueError(f"`temperature` must be a scalar, got shape {np.shape(temperature)}.")
-  if validation.is_concrete(temperature):
-    t = float(np.asarray(temperature))
-    if not (np.isfinite(t) and t > 0):
-      raise ValueError(f"`temperature` must be finite and > 0, got {temperature!r}.")
-
-
 def argmax_accuracy(params: Any, data: ClassificationData) -> jax.Array:
   r""":math:`\frac1M\sum_m \mathbb 1[\arg\max_y z_y(x_m) = y_m]` (ties go to the lowest index). Not differentiable."""
   logits = linear_policy_logits(params, data.features)
@@ -193,7 +184,7 @@ def argmax_accuracy(params: Any, data: ClassificationData) -> jax.Array:
 
 def softmax_expected_reward(params: Any, data: ClassificationData, temperature: Any = 1.0) -> jax.Array:
   r""":math:`J_\tau = \frac1M\sum_m \mathrm{softmax}(z(x_m)/\tau)_{y_m}`; ``temperature`` may be traced."""
-  _check_temperature(temperature)
+  validation.check_positive_scalar(temperature, "temperature")
   logits = linear_policy_logits(params, data.features) / temperature
   probs = jax.nn.softmax(logits)
   return jnp.mean(jnp.take_along_axis(probs, data.labels[:, None], axis=-1))
@@ -206,7 +197,7 @@ def softmax_expected_reward_gradient(params: Any, data: ClassificationData, temp
   :math:`z = x^\top W + b`: ``w`` gets :math:`X^\top D / M`, ``b`` gets :math:`\sum_m D_m / M` with
   :math:`D_m = \pi_\tau(y_m|x_m)(e_{y_m} - \pi_\tau(\cdot|x_m))/\tau`.
   """
-  _check_temperature(temperature)
+  validation.check_positive_scalar(temperature, "temperature")
   probs = jax.nn.softmax(linear_policy_logits(params, data.features) / temperature)
   onehot = jax.nn.one_hot(data.labels, probs.shape[-1], dtype=probs.dtype)
   p_y = jnp.sum(probs * onehot, axis=-1, keepdims=True)
@@ -258,7 +249,7 @@ def argmax_classifier(key: jax.Array | None = None, *, num_examples: int = 64, n
   Returns:
     ``(problem, data)``.
   """
-  _check_temperature(temperature)
+  validation.check_positive_scalar(temperature, "temperature")
   if not isinstance(init_scale, numbers.Real) or not init_scale >= 0:
     raise ValueError(f"`init_scale` must be a number >= 0, got {init_scale!r}.")
   key = jax.random.key(0) if key is None else validation.as_key(key)
