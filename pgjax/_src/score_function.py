@@ -25,11 +25,8 @@ from jax.flatten_util import ravel_pytree
 from pgjax._src import baselines as _baselines
 from pgjax._src import validation
 
-# Kept for code that listed the names; the registry lives in pgjax.baselines.
-BASELINES = _baselines.names()
-
 # What `baseline=` accepts: see `pgjax.baselines.get`.
-Baseline = Union[str, float, Callable[[jax.Array], jax.Array], _baselines.Baseline, None]
+BaselineArg = Union[str, float, Callable[[jax.Array], jax.Array], _baselines.Baseline, None]
 
 
 class ScoreFunctionAux(NamedTuple):
@@ -128,7 +125,7 @@ def _evaluate(f, key, samples, num_samples, f_takes_key, check_finite):
 
 
 def score_function(f: Callable[..., jax.Array], dist_fn: Callable[[Any], Any], *, num_samples: int,
-                   baseline: Baseline = "none", f_takes_key: bool = False,
+                   baseline: BaselineArg = "none", f_takes_key: bool = False,
                    check_finite: bool = False) -> Callable[..., tuple[Any, ScoreFunctionAux]]:
   r"""Builds the score-function (likelihood-ratio, REINFORCE) estimator of :math:`\nabla_\theta \mathbb{E}_{p_\theta}[f]`.
 
