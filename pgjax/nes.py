@@ -6,8 +6,16 @@ Every strategy has the shape of :mod:`pgjax.cem`: ``es = pgjax.nes.snes(...)``, 
 init_sigma)``, ``population, noise = es.ask(key, state)``, ``state, info = es.tell(state, noise, fitness)``, or
 ``es.step(key, state, f)``; :func:`run` does a whole run in one ``lax.scan`` (``jax.vmap`` it over seeds), with
 optional IPOP restarts. Fitness is maximised. See :mod:`pgjax._src.nes` for the updates and references.
+
+``pgjax.nes.nes_utilities(fitness, num_active=None)`` is deprecated: use
+``pgjax.shaping.nes_utilities(fitness, where=jnp.arange(P) < num_active)``.
 """
 
+import warnings
+
+import jax.numpy as jnp
+
+from pgjax._src import shaping as _shaping
 from pgjax._src.nes import default_population_size
 from pgjax._src.nes import EvolutionStrategy
 from pgjax._src.nes import NESInfo
@@ -29,3 +37,21 @@ __all__ = (
     "snes",
     "xnes",
 )
+
+
+def _deprecated_nes_utilities(fitness, num_active=None):
+  """The former ``pgjax.nes.nes_utilities``: rank utilities of ``[P]`` fitness, the first ``num_active`` only."""
+  fitness = jnp.asarray(fitness)
+  if fitness.ndim != 1:
+    raise ValueError(f"`fitness` must have shape [P], got {fitness.shape}.")
+  where = None if num_active is None else jnp.arange(fitness.shape[0]) < num_active
+  return _shaping.nes_utilities(fitness, where=where)
+
+
+def __getattr__(name):
+  if name == "nes_utilities":
+    warnings.warn("pgjax.nes.nes_utilities is deprecated and will be removed: use "
+                  "pgjax.shaping.nes_utilities(fitness, where=jnp.arange(P) < num_active).",
+                  DeprecationWarning, stacklevel=2)
+    return _deprecated_nes_utilities
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
