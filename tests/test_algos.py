@@ -117,6 +117,27 @@ def test_trainers_take_any_shared_baseline():
     algos.make_train(algos.NaturalPGConfig(baseline="leave_one_out", num_envs=1))
 
 
+def test_es_trainer_takes_the_shared_baselines():
+  # Plain Gaussian smoothing: g = (1/N) sum_i (f_i - b_i) u_i / sigma. A zero baseline given as a number is the
+  # same estimator as "none" (identical bits); a large constant one changes every finite-N step (power
+  # control); a user's callable and the leave-one-out mean plug in the same way.
+  base = algos.ESConfig(num_directions=8, sigma=0.1, learning_rate=0.05, scheme="plain", shaping=None,
+                        **{**_COMMON, "num_iterations": 3})
+
+  def gain(baseline):
+    return np.asarray(algos.make_train(base.replace(baseline=baseline))(jax.random.key(0))[0]["gain"])
+
+  none, zero, big = gain("none"), gain(0.0), gain(1e3)
+  assert none == zero and np.isfinite(none) and none != 0.0
+  assert abs(float(big - none)) > 1e-3
+  mean_of_others = lambda r: (jnp.sum(r, -1, keepdims=True) - r) / (r.shape[-1] - 1)
+  assert gain(mean_of_others) == pytest.approx(float(gain("leave_one_out")), rel=1e-5, abs=1e-6)
+  with pytest.raises(ValueError, match="baseline"):
+    algos.make_train(base.replace(baseline="median"))
+  with pytest.raises(ValueError, match="baseline"):
+    algos.make_train(base.replace(scheme="antithetic", baseline="mean"))
+
+
 def test_bad_configs():
   with pytest.raises(ValueError, match="num_steps"):
     algos.make_train(algos.ReinforceConfig(num_steps=0))

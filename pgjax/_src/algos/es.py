@@ -46,6 +46,10 @@ class ESConfig:
     deterministic: act with the policy's mode (True) or sample (False). Static.
     scheme: ``"antithetic"``, ``"forward"`` or ``"plain"`` (see :func:`pgjax.zeroth_order`). Static.
     shaping: ``None`` or ``"centered_ranks"`` (OpenAI-ES fitness shaping; changes the estimand). Static.
+    baseline: :func:`pgjax.zeroth_order`'s ``baseline``: ``None`` for the scheme's own (none for antithetic
+      pairs, :math:`f(\\theta)` for forward differences); with ``scheme="plain"`` any
+      :func:`pgjax.baselines.get` baseline (``"mean"``, ``"leave_one_out"``, ``"optimal"``, a number or a
+      callable ``[N] -> [N]``). Static.
     sigma: smoothing scale :math:`\\sigma`. Traced.
     learning_rate: step size of the optimiser. Traced.
     optimizer: ``"adam"``, ``"sgd"`` (with ``learning_rate``) or any ``optax.GradientTransformation``
@@ -66,6 +70,7 @@ class ESConfig:
   deterministic: bool = struct.field(pytree_node=False, default=True)
   scheme: str = struct.field(pytree_node=False, default="antithetic")
   shaping: str | None = struct.field(pytree_node=False, default="centered_ranks")
+  baseline: Any = struct.field(pytree_node=False, default=None)
   sigma: float = 0.1
   learning_rate: float = 0.03
   optimizer: Any = struct.field(pytree_node=False, default="adam")
@@ -121,7 +126,8 @@ def make_es_train(config: ESConfig):
   fitness = episode_fitness(policy, env, env_params, num_steps=num_steps, num_episodes=episodes,
                             deterministic=config.deterministic)
   estimator = zeroth_order(fitness, num_directions=config.num_directions, sigma=config.sigma,
-                           scheme=config.scheme, shaping=config.shaping, f_takes_key=True)
+                           scheme=config.scheme, shaping=config.shaping, baseline=config.baseline,
+                           f_takes_key=True)
   tx = make_optimizer(config.optimizer, config.learning_rate)
   evaluate = make_evaluation(policy.apply, env, env_params, config)
   evaluate_carry = None if evaluate is None else (lambda k, carry: evaluate(k, carry[0]))
