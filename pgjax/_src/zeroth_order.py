@@ -431,17 +431,27 @@ def _values(cfg: _Config, outs: dict, dtype: Any) -> jax.Array:
   return jnp.concatenate([p.astype(rdtype) for p in parts])
 
 
+def _baselines(cfg: _Config, fit: jax.Array, b0: jax.Array | None, sq: jax.Array | None = None) -> jax.Array:
+  """The baseline of each evaluation ``[N]``: 0 for antithetic pairs, :math:`f(x)` for forward differences
+  (``b0``), else the resolved ``baseline=``."""
+  if cfg.antithetic:
+    return jnp.zeros_like(fit)
+  if cfg.center:
+    return jnp.broadcast_to(b0.astype(fit.dtype), fit.shape)
+  return cfg.baseline(fit, sq_norms=sq)
+
+
 def _weights(cfg: _Config, fit: jax.Array, sq: jax.Array | None, b0: jax.Array | None
              ) -> tuple[jax.Array, jax.Array]:
-  """``(baselines [N], weights [M])``; the gradient is ``sum_i w_i u_i / sigma``."""
+  """``(baselines [N], weights [M])`` from the ``N`` (shaped) values ``fit`` (antithetic: the ``M`` values at
+  ``x + sigma u``, then the ``M`` at ``x - sigma u``); the gradient is ``sum_i w_i u_i / sigma``."""
   n, m = cfg.num_directions, cfg.num_distinct
+  b = _baselines(cfg, fit, b0, sq)
   if cfg.antithetic:
-    return jnp.zeros_like(fit), (fit[:m] - fit[m:]) / n
+    return b, (fit[:m] - fit[m:]) / n
   if cfg.center:
-    b = jnp.broadcast_to(b0.astype(fit.dtype), fit.shape)
-  else:
-    b = cfg.baseline(fit, sq_norms=sq)
-  return b, (fit - b) / n
+    return b, (fit - b) / n
+  return b, cfg.baseline.weights(fit, sq_norms=sq) / n
 
 
 # ------------------------------------------------------------------------------------------ the two paths
@@ -455,13 +465,11 @@ def _estimate_streamed(cfg: _Config, source: _Source, evaluate: Callable, keys: 
   """
   n, acc_dtype = cfg.num_directions, _compute_dtype(dtype)
 
-  def chunk_weights(outs):
+  def chunk_weights(outs):  # on this path a direction's weight depends on its own values only
     plus = outs["plus"]
     if cfg.antithetic:
       return (plus - outs["minus"]) / n
-    if cfg.center:
-      return (plus - b0.astype(plus.dtype)) / n
-    return cfg.baseline.weights(plus) / n  # elementwise: "none" or a constant
+    return (plus - _baselines(cfg, plus, b0)) / n  # f(x), "none" or a constant
 
   def body(acc, chunk):
     items, ks = chunk
@@ -485,13 +493,7 @@ def _estimate_streamed(cfg: _Config, source: _Source, evaluate: Callable, keys: 
   else:
     acc, outs = _scan_chunks(body, acc0, (source.items, keys), bs)
   values = _values(cfg, outs, dtype)
-  if cfg.antithetic:
-    b = jnp.zeros_like(values)
-  elif cfg.center:
-    b = jnp.broadcast_to(b0.astype(values.dtype), values.shape)
-  else:
-    b = cfg.baseline(values)
-  return acc, values, values, b
+  return acc, values, values, _baselines(cfg, values, b0)
 
 
 def _estimate_batched(cfg: _Config, source: _Source, evaluate: Callable, keys: Any, b0: Any, bs: int,
