@@ -11,9 +11,9 @@ optional IPOP restarts. Fitness is maximised. See :mod:`pgjax._src.nes` for the 
 ``pgjax.shaping.nes_utilities(fitness, where=jnp.arange(P) < num_active)``.
 """
 
-import warnings
+import warnings as _warnings
 
-import jax.numpy as jnp
+import jax.numpy as _jnp
 
 from pgjax._src import shaping as _shaping
 from pgjax._src.nes import default_population_size
@@ -41,16 +41,16 @@ __all__ = (
 
 def _deprecated_nes_utilities(fitness, num_active=None):
   """The former ``pgjax.nes.nes_utilities``: rank utilities of ``[P]`` fitness, the first ``num_active`` only."""
-  fitness = jnp.asarray(fitness)
+  fitness = _jnp.asarray(fitness)
   if fitness.ndim != 1:
     raise ValueError(f"`fitness` must have shape [P], got {fitness.shape}.")
-  where = None if num_active is None else jnp.arange(fitness.shape[0]) < num_active
+  where = None if num_active is None else _jnp.arange(fitness.shape[0]) < num_active
   return _shaping.nes_utilities(fitness, where=where)
 
 
 def __getattr__(name):
   if name == "nes_utilities":
-    warnings.warn("pgjax.nes.nes_utilities is deprecated and will be removed: use "
+    _warnings.warn("pgjax.nes.nes_utilities is deprecated and will be removed: use "
                   "pgjax.shaping.nes_utilities(fitness, where=jnp.arange(P) < num_active).",
                   DeprecationWarning, stacklevel=2)
     return _deprecated_nes_utilities
