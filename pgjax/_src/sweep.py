@@ -175,8 +175,7 @@ def choose_chunk_size(estimator: Estimator, params: Any, key: jax.Array, num_see
   elif chunk >= _TINY_CHUNK:
     chunk = _MAX_CHUNK_BYTES // per_seed
   chunk = min(_MAX_CHUNK, max(1, chunk))
-  chunk = 2 ** int(math.floor(math.log2(chunk)))
-  return int(min(chunk, 2 ** int(math.ceil(math.log2(max(num_seeds, 1))))))
+  return min(utils.floor_power_of_two(chunk), utils.ceil_power_of_two(num_seeds))
 
 
 def _fsum(x, axis=0):
@@ -188,7 +187,7 @@ def _fsum(x, axis=0):
   """
   x = jnp.moveaxis(jnp.asarray(x), axis, 0)
   n = x.shape[0]
-  size = 1 << max(n - 1, 0).bit_length()
+  size = utils.ceil_power_of_two(n)
   if size != n:  # adding exact zeros changes no bit
     x = jnp.concatenate([x, jnp.zeros((size - n,) + x.shape[1:], x.dtype)])
   while x.shape[0] > 1:

@@ -1,4 +1,4 @@
-"""Small shared helpers: pytree arithmetic (validators live in :mod:`pgjax._src.validation`)."""
+"""Small shared helpers: pytree arithmetic and powers of two (validators live in :mod:`pgjax._src.validation`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def floor_power_of_two(n: int) -> int:
+  """The largest power of two ``<= max(n, 1)`` (exact for any int: no float logarithm)."""
+  return 1 << (max(int(n), 1).bit_length() - 1)
+
+
+def ceil_power_of_two(n: int) -> int:
+  """The smallest power of two ``>= n`` (1 for ``n <= 1``)."""
+  return 1 << max(int(n) - 1, 0).bit_length()
 
 
 def tree_size(tree: Any) -> int:

@@ -131,6 +131,7 @@ from jax.flatten_util import ravel_pytree
 from pgjax._src import baselines as baselines_lib
 from pgjax._src import noise as noise_lib
 from pgjax._src import shaping as shaping_lib
+from pgjax._src import utils
 from pgjax._src import validation
 from pgjax._src.base import PyTree
 # Kept importable from here (they moved to pgjax._src.shaping).
@@ -362,8 +363,7 @@ def _source(cfg: _Config, key: jax.Array, d: int, dtype: Any, materialise: bool)
 def _chunk_size(cfg: _Config, d: int, dtype: Any) -> int:
   bs = cfg.batch_size
   if bs is None:
-    fits = max(1, _CHUNK_BYTES // (d * jnp.dtype(dtype).itemsize))
-    bs = 1 << (fits.bit_length() - 1)  # the largest power of two <= fits
+    bs = utils.floor_power_of_two(_CHUNK_BYTES // (d * jnp.dtype(dtype).itemsize))
   return max(1, min(bs, cfg.num_distinct))
 
 
