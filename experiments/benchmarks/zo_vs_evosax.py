@@ -48,6 +48,17 @@ def sphere(x):
   return jnp.sum(x * x)
 
 
+def pgjax_generation(estimator, opt):
+  """One jitted generation ``(key, (x, opt_state)) -> (x, opt_state)``: the gradient estimate, then one step of
+  the optax optimiser ``opt`` on it (evosax's ``tell`` hands its estimate to the same optimiser)."""
+  @jax.jit
+  def gen(key, carry):
+    x, opt_state = carry
+    upd, opt_state = opt.update(estimator(key, x)[0], opt_state, x)
+    return optax.apply_updates(x, upd), opt_state
+  return gen
+
+
 def make_variants(d: int, table):
   from evosax.algorithms import Open_ES
   from evosax.core.fitness_shaping import identity_fitness_shaping_fn
@@ -69,13 +80,7 @@ def make_variants(d: int, table):
     return state
 
   def pgjax_gen_fn(estimator):
-    @jax.jit
-    def gen(key, carry):
-      x, opt_state = carry
-      g, _ = estimator(key, x)
-      upd, opt_state = opt.update(g, opt_state, x)
-      return optax.apply_updates(x, upd), opt_state
-    return gen
+    return pgjax_generation(estimator, opt)
 
   iid = pgjax_gen_fn(pgjax.zeroth_order(sphere, num_directions=POP, sigma=SIGMA, scheme="antithetic"))
   one_vmap = pgjax_gen_fn(pgjax.zeroth_order(sphere, num_directions=POP, sigma=SIGMA, scheme="antithetic",
@@ -145,13 +150,7 @@ def chunk_sweep(dims=(512, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 100000),
       variants = {}
       for bs in (None,) + tuple(b for b in batch_sizes if b <= distinct):
         est = pgjax.zeroth_order(sphere, num_directions=POP, sigma=SIGMA, scheme=scheme, batch_size=bs)
-
-        @jax.jit
-        def gen(key, carry, est=est):
-          x, opt_state = carry
-          upd, opt_state = opt.update(est(key, x)[0], opt_state, x)
-          return optax.apply_updates(x, upd), opt_state
-        variants["default" if bs is None else f"bs{bs}"] = (gen, (x0, opt.init(x0)))
+        variants["default" if bs is None else f"bs{bs}"] = (pgjax_generation(est, opt), (x0, opt.init(x0)))
       med, _ = time_variants(variants, repeats=7, inner=max(3, 200000 // d))
       best = min(med.values())
       print(f"{scheme} d={d:>6}: " + ", ".join(f"{k} {v / best:.2f}" for k, v in med.items()), flush=True)
